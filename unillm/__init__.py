@@ -1,0 +1,70 @@
+"""unillm: one interface for every LLM inference engine.
+
+    import unillm
+    gen = unillm.load("transformers", "path/to/model")
+    out = gen.generate(["Hello"], unillm.SamplingParams(max_tokens=32, temperature=0))
+
+Importing unillm imports no engine: each engine imports its library when it is loaded.
+"""
+
+from .engine import Capabilities, Engine, EngineOptions, EngineRequest, EngineSequence, Knob, TokenEvent
+from .errors import (
+    ContextLengthError,
+    EngineError,
+    EngineNotFoundError,
+    EngineUnavailableError,
+    GeneratorClosedError,
+    InvalidParameterError,
+    UnillmError,
+    UnknownParameterError,
+    UnsupportedParameterError,
+)
+from .generator import AsyncStream, Generator, InvalidPromptError, Stream, TokensPrompt
+from .hookspecs import hookimpl
+from .loading import load
+from .params import SamplingParams
+from .registry import EngineInfo, engines, register_plugin
+from .results import Chunk, Completion, Completions, Sample, TokenLogprob
+from .timing import RunTiming, Stats, Summary, Timing
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncStream",
+    "Capabilities",
+    "Chunk",
+    "Completion",
+    "Completions",
+    "ContextLengthError",
+    "Engine",
+    "EngineError",
+    "EngineInfo",
+    "EngineNotFoundError",
+    "EngineOptions",
+    "EngineRequest",
+    "EngineSequence",
+    "EngineUnavailableError",
+    "Generator",
+    "GeneratorClosedError",
+    "InvalidParameterError",
+    "InvalidPromptError",
+    "Knob",
+    "RunTiming",
+    "Sample",
+    "SamplingParams",
+    "Stats",
+    "Stream",
+    "Summary",
+    "TokenEvent",
+    "TokenLogprob",
+    "Timing",
+    "TokensPrompt",
+    "UnillmError",
+    "UnknownParameterError",
+    "UnsupportedParameterError",
+    "engines",
+    "hookimpl",
+    "load",
+    "register_plugin",
+    "__version__",
+]

@@ -1,0 +1,198 @@
+"""The contract an engine plugin implements.
+
+An engine only runs the model. It receives `EngineRequest`s whose `params` hold exactly what it
+declared it does natively (`Capabilities.params`); unillm's core does the rest (stop strings,
+stop token ids, n, detokenizing, timing) once for every engine, or refuses with
+`UnsupportedParameterError`. An engine reports, in `request.received`, the arguments it really
+passed to its library, so every `Completion` can show them.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from .params import SamplingParams
+from .results import TokenLogprob
+
+if TYPE_CHECKING:
+    from .decoding import SampleTracker
+
+ALL_FIELDS: frozenset[str] = frozenset(SamplingParams.model_fields)
+
+EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n"})
+"""Fields unillm implements itself for an engine that lacks them (see docs/sampling.md)."""
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the core needs from a model's tokenizer."""
+
+    eos_token_ids: frozenset[int]
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text` as the model expects a prompt (with its bos token if it uses one)."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids`, special tokens skipped, no clean-up of spaces (prefix-stable)."""
+
+    def chat_token_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Prompt ids for a conversation, through the model's chat template."""
+
+    def chat_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """The same prompt as text."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine does itself.
+
+    - `params`: SamplingParams fields honoured natively for any value.
+    - `batch_params`: ``per_request`` if one native batch call can mix parameters,
+      ``uniform`` if the core must group requests by parameters first.
+    - `token_ids`: the engine takes prompt ids and yields token ids; False for text engines
+      (HTTP servers), whose prompt is text and whose output is text deltas.
+    - `chat`: the engine takes chat messages itself (servers apply their own template).
+    - `stop_hook`: during `generate`, the engine calls `request.should_stop(index, ids)` after
+      each token and stops that sample when it returns True (so emulated stops end generation
+      early instead of after max_tokens).
+    - `concurrent`: calls may overlap from several threads; otherwise the core serialises them.
+    """
+
+    params: frozenset[str]
+    batch_params: Literal["uniform", "per_request"] = "uniform"
+    token_ids: bool = True
+    chat: bool = False
+    stop_hook: bool = False
+    concurrent: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.params) - ALL_FIELDS
+        if unknown:
+            raise ValueError(f"Capabilities.params names unknown fields: {sorted(unknown)}")
+        missing = {"max_tokens", "temperature"} - set(self.params)
+        if missing:
+            raise ValueError(f"every engine must honour {sorted(missing)} natively")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A tunable engine option for `unillm tune`: an int/float range or a set of choices."""
+
+    kind: Literal["int", "float", "choice"]
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    log: bool = False
+    help: str = ""
+
+
+@dataclass(eq=False)
+class EngineRequest:
+    """One prompt for the engine: what to do, and where to report what it did."""
+
+    params: SamplingParams
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    messages: list[dict[str, Any]] | None = None
+    trackers: list[SampleTracker] | None = field(default=None, repr=False)
+    received: dict[str, Any] = field(default_factory=dict)
+    prompt_tokens: int | None = None  # set by text engines from the server's usage figures
+    metrics: dict[str, Any] = field(default_factory=dict)  # engine's own timing, if any
+
+    def should_stop(self, index: int, token_ids: Sequence[int]) -> bool:
+        """Called by engines with `stop_hook` after each new token of sample `index`."""
+        if self.trackers is None:
+            return False
+        return self.trackers[index].should_stop(token_ids)
+
+
+@dataclass
+class EngineSequence:
+    """One finished sample from `Engine.generate`.
+
+    `token_times` are `unillm.timing.now()` stamps of each token's production, when the engine
+    exposes a per-token hook; `finish_reason` is ``stop`` (eos, a native stop) or ``length``.
+    """
+
+    token_ids: list[int]
+    finish_reason: str
+    stop_reason: str | int | None = None
+    text: str | None = None
+    token_times: list[float] | None = None
+    logprobs: list[TokenLogprob] | None = None
+    output_tokens: int | None = None  # text engines: the server's count of generated tokens
+
+
+@dataclass
+class TokenEvent:
+    """One step of `Engine.stream`: new token ids (or text, for text engines) of sample `index`.
+
+    The last event of a sample carries its `finish_reason` (and, for text engines, the
+    server's `output_tokens` count when it sends one).
+    """
+
+    index: int = 0
+    token_ids: Sequence[int] = ()
+    text: str | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    logprobs: list[TokenLogprob] | None = None
+    output_tokens: int | None = None
+
+
+class EngineOptions(BaseModel):
+    """Base of each engine's options schema: unknown options are an error naming them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class Engine(abc.ABC):
+    """Base class of every engine. Subclasses import their library inside `__init__`."""
+
+    Options: ClassVar[type[EngineOptions]] = EngineOptions
+    tunables: ClassVar[Mapping[str, Knob]] = {}
+    local: ClassVar[bool] = True
+    """True when `model` is a local checkpoint the engine runs in-process (False for HTTP
+    engines, which talk to a server): the demo and the conformance suite use local ones."""
+
+    name: str = ""
+    capabilities: Capabilities
+    tokenizer: Tokenizer | None = None
+    context_length: int | None = None
+
+    def __init__(self, model: str, options: EngineOptions):
+        self.model = model
+        self.options = options
+        self._lock = threading.Lock()
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        """Run a batch; for each request, its samples (n of them if `n` is native)."""
+
+    @abc.abstractmethod
+    def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
+        """Yield tokens as they are produced. Closing the iterator must stop generation."""
+
+    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        """Async batch; engines with an async API override this, others run in a thread."""
+        return await asyncio.to_thread(self.generate, requests)
+
+    def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:
+        """Async stream; by default the sync `stream` runs in a thread."""
+        from ._threads import iterate_in_thread
+
+        return iterate_in_thread(lambda: self.stream(request))
+
+    def info(self) -> dict[str, Any]:
+        """Facts about the loaded model for `Generator.info` (device, dtype, weight bytes...)."""
+        return {}
+
+    def close(self) -> None:
+        """Free the engine's resources (GPU memory, worker processes, connections)."""

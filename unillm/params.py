@@ -1,0 +1,211 @@
+"""`SamplingParams`: one schema whose semantics are unillm's own, whatever the engine.
+
+Engines disagree about defaults (CTranslate2 is greedy unless told otherwise, llama.cpp samples
+with top_k 40 and min_p 0.05, vLLM stops after 16 tokens, transformers fills unset fields from
+the checkpoint's `generation_config.json`). unillm's defaults are the ones written here, every
+engine is sent them explicitly, and the bounds below are the single source of both the
+validation messages and the documentation table (`parameter_table`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import annotated_types
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import InvalidParameterError, UnknownParameterError
+
+SEED_MAX = 2**32 - 1  # the largest seed every engine accepts (llama.cpp's is 32-bit)
+
+
+def _as_tuple(value: Any) -> Any:
+    """Accept a single string (or id) where a sequence is expected, as the OpenAI API does."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, int)):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+StopStrings = Annotated[
+    tuple[Annotated[str, annotated_types.MinLen(1)], ...], BeforeValidator(_as_tuple)
+]
+TokenIds = Annotated[tuple[Annotated[int, annotated_types.Ge(0)], ...], BeforeValidator(_as_tuple)]
+
+
+class SamplingParams(BaseModel):
+    """How to generate: one validated, immutable set of parameters for every engine.
+
+    Semantics (the same on every engine):
+
+    - `temperature == 0` means greedy decoding; `top_p`, `top_k` and `min_p` are then unused.
+    - `top_k=None` means no top-k filtering (never 0 or -1).
+    - generation ends at the first of: `max_tokens` tokens, the model's end-of-sequence token
+      (unless `ignore_eos`), a token in `stop_token_ids`, or a `stop` string. No stop condition
+      fires before `min_tokens` tokens have been generated.
+    - a `stop` string is cut from the text, together with everything after it; the token that
+      completed it is the last token kept in `token_ids`.
+    - `n > 1` returns n samples of the same prompt. With `seed`, the result is reproducible for
+      the same engine, model, prompt and parameters.
+
+    An out-of-range value raises `InvalidParameterError` naming the field, the value and the
+    allowed range; an unknown field raises `UnknownParameterError`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    max_tokens: int = Field(256, ge=1, description="Most tokens to generate per sample.")
+    temperature: float = Field(
+        1.0, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="Softmax temperature; 0 means greedy (argmax) decoding.",
+    )
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose "
+        "probability reaches top_p; 1 means off.",
+    )
+    top_k: int | None = Field(
+        None, ge=1, description="Keep only the k most likely tokens; None means off."
+    )
+    min_p: float = Field(
+        0.0, ge=0.0, le=1.0, description="Drop tokens whose probability is below min_p times the "
+        "most likely token's; 0 means off.",
+    )
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, le=10.0, allow_inf_nan=False,
+        description="Multiplicative penalty on tokens already in prompt or output (CTRL paper, "
+        "as transformers and vLLM apply it); 1 means off.",
+    )
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Subtracted from the logit of every token already "
+        "generated (OpenAI's definition); 0 means off.",
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="Subtracted from a token's logit once per time it was "
+        "already generated (OpenAI's definition); 0 means off.",
+    )
+    stop: StopStrings = Field(
+        (), description="Strings that end generation; the text is cut before the first match."
+    )
+    stop_token_ids: TokenIds = Field(
+        (), description="Token ids that end generation (in addition to end-of-sequence)."
+    )
+    seed: int | None = Field(
+        None, ge=0, le=SEED_MAX, description="Random seed for sampling; None means unseeded."
+    )
+    n: int = Field(1, ge=1, le=128, description="Number of samples per prompt.")
+    min_tokens: int = Field(
+        0, ge=0, description="No stop condition (eos, stop ids, stop strings) fires before this "
+        "many tokens; at most max_tokens.",
+    )
+    ignore_eos: bool = Field(
+        False, description="Keep generating past the end-of-sequence token (fixed-length runs)."
+    )
+    logprobs: int | None = Field(
+        None, ge=0, le=20, description="Return the log-probability of each generated token and "
+        "of this many top alternatives; None means none.",
+    )
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _translate(exc) from None
+
+    @model_validator(mode="after")
+    def _min_tokens_within_max(self) -> SamplingParams:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens_gt_max_tokens")
+        return self
+
+    @property
+    def is_greedy(self) -> bool:
+        """True when decoding is argmax (temperature 0): sampling knobs do not apply."""
+        return self.temperature == 0.0
+
+    def replace(self, **changes: Any) -> SamplingParams:
+        """A copy with `changes` applied and validated (pydantic's model_copy skips validation)."""
+        return SamplingParams(**{**self.model_dump(), **changes})
+
+    def non_default_fields(self) -> dict[str, Any]:
+        """The fields whose values differ from unillm's defaults: what an engine must honour."""
+        return {
+            name: getattr(self, name)
+            for name, info in type(self).model_fields.items()
+            if getattr(self, name) != info.default
+        }
+
+
+def allowed_values(name: str) -> str:
+    """The allowed range of a field, in words, derived from its constraints."""
+    info = SamplingParams.model_fields[name]
+    if name in ("stop",):
+        return "a string or a list of non-empty strings"
+    if name == "stop_token_ids":
+        return "a token id or a list of token ids, each >= 0"
+    if name == "ignore_eos":
+        return "true or false"
+    if name == "min_tokens":
+        return "an integer with 0 <= min_tokens <= max_tokens"
+    lower = upper = None
+    lower_op = upper_op = ""
+    for meta in info.metadata:
+        if isinstance(meta, annotated_types.Ge):
+            lower, lower_op = meta.ge, "<="
+        elif isinstance(meta, annotated_types.Gt):
+            lower, lower_op = meta.gt, "<"
+        elif isinstance(meta, annotated_types.Le):
+            upper, upper_op = meta.le, "<="
+        elif isinstance(meta, annotated_types.Lt):
+            upper, upper_op = meta.lt, "<"
+    kind = "an integer" if info.annotation in (int, int | None) else "a finite number"
+    parts = []
+    if lower is not None:
+        parts.append(f"{lower} {lower_op} ")
+    parts.append(name)
+    if upper is not None:
+        parts.append(f" {upper_op} {upper}")
+    text = f"{kind} with {''.join(parts)}" if (lower is not None or upper is not None) else kind
+    if info.default is None:
+        text += f", or None ({'off' if name != 'seed' else 'unseeded'})"
+    if name == "top_k":
+        text += "; unillm does not use 0 or -1 to mean off"
+    return text
+
+
+def _translate(exc: ValidationError) -> Exception:
+    """Turn pydantic's error list into one typed unillm error naming the first bad field."""
+    errors = exc.errors()
+    first = errors[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    if first["type"] == "extra_forbidden":
+        return UnknownParameterError(field, SamplingParams.model_fields)
+    if not field and "min_tokens_gt_max_tokens" in str(first.get("msg", "")):
+        value = first["input"].get("min_tokens") if isinstance(first["input"], dict) else None
+        return InvalidParameterError("min_tokens", value, allowed_values("min_tokens"))
+    value = first.get("input")
+    err = InvalidParameterError(field, value, allowed_values(field))
+    if len(errors) > 1:
+        others = sorted({str(e["loc"][0]) for e in errors[1:] if e["loc"]} - {field})
+        if others:
+            err.args = (f"{err.args[0]} (also invalid: {', '.join(others)})",)
+    return err
+
+
+def parameter_table() -> list[dict[str, str]]:
+    """Rows for the documentation: field, unillm's default, allowed values, meaning."""
+    rows = []
+    for name, info in SamplingParams.model_fields.items():
+        default = info.default
+        shown = "()" if default == () else repr(default)
+        rows.append(
+            {
+                "field": name,
+                "default": shown,
+                "allowed": allowed_values(name),
+                "meaning": info.description or "",
+            }
+        )
+    return rows

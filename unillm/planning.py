@@ -1,0 +1,83 @@
+"""Deciding, per request, what the engine does and what unillm emulates.
+
+This is the only place that reads `Capabilities` against `SamplingParams`, so the rule "native
+if the engine can, emulated if unillm can, otherwise an error, never silence" is written once.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from .decoding import StopRules
+from .engine import EMULATED_BY_CORE, Capabilities
+from .errors import UnsupportedParameterError
+from .params import SEED_MAX, SamplingParams
+
+EMULATION_NOTES = {
+    "stop": "unillm matches stop strings on the decoded text and stops the sample",
+    "stop_token_ids": "unillm stops the sample at the first stop token",
+    "n": "unillm runs the prompt n times (seed + i for sample i when seeded; greedy samples "
+    "are computed once and copied)",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one prompt is run: the params the engine gets, and what unillm adds around it."""
+
+    engine_params: SamplingParams  # what the engine is asked to honour (plans are cached:
+    # everything here is immutable)
+    rules: StopRules  # stop conditions unillm applies itself
+    replicas: tuple[SamplingParams, ...]  # one engine request per entry (emulated n)
+    copies: int  # greedy n > 1: the single sample is repeated this many times
+    emulated: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=1024)
+def plan(
+    params: SamplingParams, caps: Capabilities, engine: str, eos_token_ids: frozenset[int]
+) -> Plan:
+    emulated: list[str] = []
+    for name, value in params.non_default_fields().items():
+        if name in caps.params:
+            continue
+        if name in EMULATED_BY_CORE:
+            emulated.append(name)
+            continue
+        raise UnsupportedParameterError(engine, name, value)
+
+    changes: dict[str, object] = {}
+    if "stop" in emulated:
+        changes["stop"] = ()
+    if "stop_token_ids" in emulated:
+        changes["stop_token_ids"] = ()
+
+    copies = 1
+    replicas_n = 1
+    if params.n > 1 and params.is_greedy:
+        # Greedy samples are identical by definition: compute one, copy it.
+        copies = params.n
+        changes["n"] = 1
+        if "n" not in emulated:
+            emulated.append("n")
+    elif "n" in emulated:
+        replicas_n = params.n
+        changes["n"] = 1
+
+    engine_params = params.replace(**changes) if changes else params
+    if replicas_n > 1 and params.seed is not None:
+        replicas = tuple(
+            engine_params.replace(seed=(params.seed + i) % (SEED_MAX + 1)) for i in range(replicas_n)
+        )
+    else:
+        replicas = (engine_params,) * replicas_n
+
+    rules = StopRules(
+        stop=params.stop if "stop" in emulated else (),
+        stop_token_ids=frozenset(params.stop_token_ids) if "stop_token_ids" in emulated
+        else frozenset(),
+        min_tokens=params.min_tokens,
+        terminators=eos_token_ids | frozenset(params.stop_token_ids),
+    )
+    return Plan(engine_params, rules, replicas, copies, tuple(sorted(emulated)))
