@@ -1,0 +1,429 @@
+"""Hugging Face transformers: `model.generate` with unillm's semantics.
+
+Every sampling field is passed explicitly on every call, and the checkpoint's own
+`generation_config.json` sampling values are set aside at load, so nothing leaks in (transformers
+fills any field left None from that file, and its global default is top_k 50). A list of
+prompts is one left-padded `generate` call. Streaming and per-token timing in batch calls use
+a streamer that receives each step's tokens; emulated stop strings stop rows through a
+stopping criterion.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..engine import (
+    ALL_FIELDS,
+    Capabilities,
+    Engine,
+    EngineOptions,
+    EngineRequest,
+    EngineSequence,
+    Knob,
+    TokenEvent,
+)
+from ..errors import EngineError
+from ..hookspecs import hookimpl
+from ..results import TokenLogprob
+from ..timing import now
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+class TransformersOptions(EngineOptions):
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="weights dtype; auto = the checkpoint's own (float32 if unset)"
+    )
+    device: str = Field("auto", description="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
+    trust_remote_code: bool = Field(False, description="run code shipped with the checkpoint")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        None, description="attention kernel; None lets transformers choose"
+    )
+    max_batch_size: int | None = Field(
+        None, ge=1, description="split larger prompt lists into generate calls of this size"
+    )
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+
+
+class _Timestamps:
+    """A transformers streamer that records when each step's tokens were produced."""
+
+    def __init__(self, on_step=None):
+        self.times: list[float] = []
+        self.on_step = on_step
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # generate() first hands over the prompt
+            self._prompt_seen = True
+            return
+        self.times.append(now())
+        if self.on_step is not None:
+            self.on_step(value)
+
+    def end(self) -> None:
+        if self.on_step is not None:
+            self.on_step(None)
+
+
+def _openai_penalties(presence: float, frequency: float, prompt_len: int):
+    """presence/frequency penalties as OpenAI and vLLM define them (output tokens only)."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class OpenAIPenalties(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            generated = input_ids[:, prompt_len:]
+            if generated.shape[1] == 0:
+                return scores
+            counts = torch.zeros_like(scores)
+            counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+            return scores - frequency * counts - presence * (counts > 0).to(scores.dtype)
+
+    return OpenAIPenalties()
+
+
+class TransformersEngine(Engine):
+    """Runs any `AutoModelForCausalLM` checkpoint with transformers."""
+
+    Options = TransformersOptions
+    tunables = {
+        "max_batch_size": Knob("int", 1, 64, log=True, help="prompts per generate call"),
+        "attn_implementation": Knob("choice", choices=("eager", "sdpa")),
+        "dtype": Knob("choice", choices=("float32", "bfloat16")),
+    }
+    capabilities = Capabilities(
+        params=ALL_FIELDS - {"stop"}, batch_params="uniform", stop_hook=True
+    )
+
+    def __init__(self, model: str, options: TransformersOptions):
+        super().__init__(model, options)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        from ..tokenizer import HFTokenizer
+
+        self.torch = torch
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        device = options.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+
+        hf_tok = AutoTokenizer.from_pretrained(
+            model, trust_remote_code=options.trust_remote_code, revision=options.revision
+        )
+        self.model_obj = AutoModelForCausalLM.from_pretrained(model, **self._model_kwargs())
+        if self._needs_move():
+            self.model_obj = self.model_obj.to(self.device)
+        self.model_obj.eval()
+
+        # Keep the checkpoint's special tokens, set its sampling defaults aside (see module doc).
+        original = self.model_obj.generation_config
+        self.checkpoint_sampling_defaults = {
+            k: v for k, v in original.to_diff_dict().items()
+            if k in ("do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p",
+                     "repetition_penalty", "max_length", "max_new_tokens", "num_beams")
+        }
+        eos = original.eos_token_id
+        eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+        self.tokenizer = HFTokenizer(hf_tok, extra_eos_ids=eos_ids)
+        self.pad_token_id = self.tokenizer.pad_token_id
+        if self.pad_token_id is None:
+            raise EngineError("transformers", "the tokenizer has neither a pad nor an eos token")
+        self.model_obj.generation_config = GenerationConfig(
+            bos_token_id=original.bos_token_id, pad_token_id=self.pad_token_id,
+            decoder_start_token_id=original.decoder_start_token_id,
+        )
+        config = self.model_obj.config.get_text_config()
+        self.context_length = (
+            getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        )
+
+    # -- loading ----------------------------------------------------------------------------
+    def _model_kwargs(self) -> dict[str, Any]:
+        o = self.options
+        dtype: Any = o.dtype
+        if dtype != "auto":
+            dtype = getattr(self.torch, dtype)
+        kwargs: dict[str, Any] = {
+            "dtype": dtype, "trust_remote_code": o.trust_remote_code, "revision": o.revision,
+        }
+        if o.attn_implementation:
+            kwargs["attn_implementation"] = o.attn_implementation
+        return kwargs
+
+    def _needs_move(self) -> bool:
+        return True
+
+    def info(self) -> dict[str, Any]:
+        m = self.model_obj
+        return {
+            "device": str(self.device),
+            "dtype": str(m.dtype).replace("torch.", ""),
+            "weight_bytes": int(m.get_memory_footprint()),
+            "parameters": int(sum(p.numel() for p in m.parameters())),
+            "checkpoint_sampling_defaults_ignored": self.checkpoint_sampling_defaults,
+        }
+
+    # -- translating parameters -------------------------------------------------------------
+    def _generation_kwargs(self, p, prompt_len: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(kwargs for generate, the record of what was passed)."""
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        terminators = set(p.stop_token_ids)
+        if not p.ignore_eos:
+            terminators |= self.tokenizer.eos_token_ids
+        sampling = not p.is_greedy
+        config = dict(
+            max_new_tokens=p.max_tokens,
+            min_new_tokens=p.min_tokens or None,
+            do_sample=sampling,
+            temperature=p.temperature if sampling else 1.0,
+            top_k=(p.top_k or 0) if sampling else None,  # 0 = off; None is unused when greedy
+            top_p=p.top_p if sampling else 1.0,
+            min_p=(p.min_p or None) if sampling else None,
+            repetition_penalty=p.repetition_penalty,
+            num_return_sequences=p.n,
+            num_beams=1,
+            eos_token_id=sorted(terminators) or None,
+            pad_token_id=self.pad_token_id,
+            output_logits=p.logprobs is not None,
+            return_dict_in_generate=True,
+        )
+        processors = LogitsProcessorList()
+        if p.presence_penalty or p.frequency_penalty:
+            processors.append(_openai_penalties(p.presence_penalty, p.frequency_penalty, prompt_len))
+        record = {k: v for k, v in config.items() if k not in ("return_dict_in_generate",)}
+        if processors:
+            record["logits_processor"] = {
+                "presence_penalty": p.presence_penalty, "frequency_penalty": p.frequency_penalty
+            }
+        record["seed"] = p.seed
+        kwargs = {"generation_config": GenerationConfig(**config), "logits_processor": processors}
+        return kwargs, record
+
+    def _seeded(self, seed: int | None):
+        torch = self.torch
+        if seed is None:
+            return nullcontext()
+        devices = [self.device] if self.device.type == "cuda" else []
+
+        class _Seeded:
+            def __enter__(self_inner):
+                self_inner.ctx = torch.random.fork_rng(devices=devices)
+                self_inner.ctx.__enter__()
+                torch.manual_seed(seed)
+
+            def __exit__(self_inner, *exc):
+                return self_inner.ctx.__exit__(*exc)
+
+        return _Seeded()
+
+    def _inputs(self, requests: Sequence[EngineRequest]):
+        torch = self.torch
+        width = max(len(r.prompt_token_ids or ()) for r in requests)
+        ids = torch.full((len(requests), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(requests), width), dtype=torch.long)
+        for row, r in enumerate(requests):
+            prompt = r.prompt_token_ids or []
+            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+        return ids.to(self.device), mask.to(self.device), width
+
+    # -- batch ------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        size = self.options.max_batch_size or len(requests)
+        out: list[list[EngineSequence]] = []
+        for i in range(0, len(requests), size):
+            out.extend(self._generate_batch(requests[i:i + size]))
+        return out
+
+    def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        p = requests[0].params
+        n = p.n
+        ids, mask, width = self._inputs(requests)
+        kwargs, record = self._generation_kwargs(p, width)
+        for r in requests:
+            r.received = dict(record)
+
+        rows = len(requests) * n
+        hook_len: dict[int, int] = {}
+        criteria = StoppingCriteriaList()
+        if any(r.trackers for r in requests):
+            terminators = set(kwargs["generation_config"].eos_token_id or ())
+            torch = self.torch
+
+            class _EmulatedStops(StoppingCriteria):
+                def __call__(self, input_ids, scores, **_):
+                    new = input_ids[:, width:]
+                    done = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+                    last = new[:, -1].tolist()
+                    for row in range(rows):
+                        if row in hook_len:
+                            done[row] = True
+                            continue
+                        req = requests[row // n]
+                        if req.should_stop(row % n, (last[row],)):
+                            hook_len[row] = new.shape[1]
+                            done[row] = True
+                        elif last[row] in terminators and new.shape[1] > p.min_tokens:
+                            hook_len[row] = new.shape[1]  # finished by eos: stop feeding it
+                    return done
+
+            criteria.append(_EmulatedStops())
+
+        stamps = _Timestamps()
+        with self.torch.inference_mode(), self._seeded(p.seed):
+            result = self.model_obj.generate(
+                input_ids=ids, attention_mask=mask, streamer=stamps,
+                stopping_criteria=criteria, **kwargs,
+            )
+        new_tokens = result.sequences[:, width:].tolist()
+        logits = result.logits if p.logprobs is not None else None
+        terminators = set(kwargs["generation_config"].eos_token_id or ())
+        out: list[list[EngineSequence]] = []
+        for row, tokens in enumerate(new_tokens):
+            length, finish, reason = self._row_end(tokens, terminators, p, hook_len.get(row))
+            seq = EngineSequence(
+                token_ids=tokens[:length], finish_reason=finish, stop_reason=reason,
+                token_times=stamps.times[:length],
+                logprobs=self._logprobs(logits, row, tokens[:length], p.logprobs)
+                if logits is not None else None,
+            )
+            if row % n == 0:
+                out.append([])
+            out[-1].append(seq)
+        return out
+
+    def _row_end(self, tokens: list[int], terminators: set[int], p, hook_stop: int | None):
+        """(length, finish_reason, stop_reason) of one generated row."""
+        limit = len(tokens) if hook_stop is None else min(hook_stop, len(tokens))
+        for i in range(max(p.min_tokens, 0), limit):
+            if tokens[i] in terminators:
+                reason = tokens[i] if tokens[i] in p.stop_token_ids else None
+                return i + 1, "stop", reason
+        if hook_stop is not None:
+            return limit, "length", None  # the core's finalize names the emulated stop
+        return min(len(tokens), p.max_tokens), "length", None
+
+    def _logprobs(self, logits, row: int, tokens: list[int], top: int) -> list[TokenLogprob]:
+        torch = self.torch
+        out = []
+        for step, token in enumerate(tokens):
+            lp = torch.log_softmax(logits[step][row].float(), dim=-1)
+            alternatives = {}
+            if top:
+                values, indices = lp.topk(top)
+                alternatives = dict(zip(indices.tolist(), values.tolist()))
+            out.append(TokenLogprob(token, float(lp[token]), alternatives))
+        return out
+
+    # -- streaming --------------------------------------------------------------------------
+    def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        torch = self.torch
+        p = request.params
+        ids, mask, width = self._inputs([request])
+        kwargs, record = self._generation_kwargs(p, width)
+        kwargs["generation_config"].output_logits = False
+        request.received = record
+        steps: queue.Queue = queue.Queue()
+        cancelled = threading.Event()
+        failure: list[BaseException] = []
+        raw_logits: list = []  # the last position's logits of each forward pass
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **_):
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        def on_step(value) -> None:
+            if value is None:
+                steps.put(None)
+                return
+            tokens = value.tolist()
+            lps = None
+            if p.logprobs is not None and raw_logits:
+                logits = raw_logits.pop(0)
+                lps = [self._logprobs([logits], row, [tok], p.logprobs)[0]
+                       for row, tok in enumerate(tokens)]
+            steps.put((tokens, lps))
+
+        def capture(_module, _inputs, output) -> None:
+            raw_logits.append(output.logits[:, -1].detach())
+
+        def run() -> None:
+            hook = self.model_obj.register_forward_hook(capture) if p.logprobs is not None else None
+            try:
+                with torch.inference_mode(), self._seeded(p.seed):
+                    self.model_obj.generate(
+                        input_ids=ids, attention_mask=mask, streamer=_Timestamps(on_step),
+                        stopping_criteria=StoppingCriteriaList([_Cancel()]), **kwargs,
+                    )
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                failure.append(exc)
+                steps.put(None)
+            finally:
+                if hook is not None:
+                    hook.remove()
+
+        worker = threading.Thread(target=run, name="unillm-transformers", daemon=True)
+        worker.start()
+        terminators = set(kwargs["generation_config"].eos_token_id or ())
+        finished = [False] * p.n
+        counts = [0] * p.n
+        try:
+            while True:
+                step = steps.get()
+                if step is None:
+                    break
+                tokens, lps = step
+                for row, token in enumerate(tokens):
+                    if finished[row]:
+                        continue
+                    counts[row] += 1
+                    finish = reason = None
+                    if token in terminators and counts[row] > p.min_tokens:
+                        finish = "stop"
+                        reason = token if token in p.stop_token_ids else None
+                    elif counts[row] >= p.max_tokens:
+                        finish = "length"
+                    if finish:
+                        finished[row] = True
+                    yield TokenEvent(row, (token,), finish_reason=finish, stop_reason=reason,
+                                     logprobs=[lps[row]] if lps else None)
+            if failure:
+                raise failure[0]
+            for row in range(p.n):
+                if not finished[row]:
+                    yield TokenEvent(row, (), finish_reason="length")
+        finally:
+            cancelled.set()
+            worker.join()
+
+    def close(self) -> None:
+        model = getattr(self, "model_obj", None)
+        if model is not None:
+            del self.model_obj
+            if self.device.type == "cuda":
+                self.torch.cuda.empty_cache()
+
+
+@hookimpl
+def unillm_register_engines(register) -> None:
+    register(
+        "transformers", TransformersEngine, requires=("torch", "transformers"),
+        extra="transformers", description="Hugging Face transformers (model.generate)",
+    )

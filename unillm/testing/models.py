@@ -1,0 +1,328 @@
+"""Build small Hugging Face models locally, deterministically, with no hub.
+
+Tests, benchmarks, examples and the demo all need a real checkpoint, and nothing can be
+downloaded. This trains a byte-level BPE tokenizer on the Python standard library's own source
+(always on disk) plus a little multilingual text, builds a randomly initialised model from a
+fixed seed, and saves both with `save_pretrained`. Results are cached by a key covering every
+input (config, corpus, library versions); a build is written to a temporary directory and
+renamed into place, so a half-written model is never used.
+
+End-of-sequence is made reachable: a random model emits it about once per vocabulary-size
+tokens, too rarely to test eos, `min_tokens` or `ignore_eos`. The builder copies the output
+row of a token that greedy decoding reaches mid-sequence from many prompts into eos's row
+(scaled by 1.05), so eos wins wherever that token would have, at positions every engine
+agrees on.
+
+The saved `generation_config.json` deliberately holds unusual sampling values (top_k 5,
+temperature 0.7, repetition penalty 1.3, do_sample): an engine that lets a checkpoint's
+defaults leak into generation fails the greedy-parity tests instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger("unillm.testing")
+
+BUILDER_VERSION = 3
+VOCAB_SIZE = 2048
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")
+UNK_ID, BOS_ID, EOS_ID, PAD_ID = range(4)
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n"
+    "{{ message['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+LEAK_TRAP_GENERATION_CONFIG = {
+    "do_sample": True,
+    "top_k": 5,
+    "top_p": 0.9,
+    "temperature": 0.7,
+    "repetition_penalty": 1.3,
+    "max_length": 12,
+}
+
+MULTILINGUAL_TEXT = """\
+Le cœur a ses raisons que la raison ne connaît point. Ça va très bien, merci !
+Über allen Gipfeln ist Ruh. Grüße aus München, Straße und Fluß.
+¿Dónde está la biblioteca? El niño comió piña en España.
+Съешь же ещё этих мягких французских булок, да выпей чаю.
+東京は日本の首都です。今日はいい天気ですね。ありがとうございます。
+北京是中国的首都。我们一起学习人工智能和自然语言处理。
+서울은 한국의 수도입니다. 감사합니다.
+مرحبا بالعالم. नमस्ते दुनिया। Γειά σου Κόσμε. שלום עולם.
+Emoji: 🙂 🚀 🌍 👩‍💻 ✨ — “quotes”, ‘single’, … ellipsis, 10 € and 5 £.
+"""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A test model's shape. `head_dim` 32 keeps vLLM's CPU attention kernels happy."""
+
+    arch: str  # "llama" | "gpt2" | "qwen2"
+    hidden_size: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate_size: int
+    max_positions: int = 2048
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    seed: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.heads
+
+
+PRESETS: dict[str, ModelSpec] = {
+    # init_std is larger than transformers' 0.02 so that greedy text is varied rather than one
+    # repeated token, and logits have clear margins (parity across engines is robust).
+    # ~0.4M parameters: every test and the demo.
+    "llama-tiny": ModelSpec("llama", 64, 2, 2, 2, 128, init_std=0.2),
+    # Tied input/output embeddings, learned positions, a different tokenizer post-processor.
+    "gpt2-tiny": ModelSpec("gpt2", 64, 2, 2, 2, 256, max_positions=1024, tie_embeddings=True,
+                           init_std=0.2),
+    # Grouped-query attention, qkv biases, tied embeddings.
+    "qwen2-tiny": ModelSpec("qwen2", 64, 2, 2, 1, 128, tie_embeddings=True, init_std=0.2),
+    # Large enough that quantizers (which skip small layers) quantize every linear layer.
+    "llama-quant": ModelSpec("llama", 256, 2, 8, 8, 768, init_std=0.1),
+    # ~25M parameters: recorded benchmarks.
+    "llama-small": ModelSpec("llama", 512, 8, 16, 16, 1376, init_std=0.07),
+}
+
+
+def cache_root() -> Path:
+    """Where built models live: $UNILLM_CACHE, else ~/.cache/unillm."""
+    return Path(os.environ.get("UNILLM_CACHE", Path.home() / ".cache" / "unillm"))
+
+
+def _corpus_files() -> list[Path]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in stdlib.glob("*.py") if p.is_file())
+
+
+def _corpus() -> Iterator[str]:
+    yield MULTILINGUAL_TEXT
+    for path in _corpus_files():
+        yield path.read_text(encoding="utf-8", errors="replace")
+
+
+def _corpus_digest() -> str:
+    h = hashlib.sha256(MULTILINGUAL_TEXT.encode())
+    for path in _corpus_files():
+        h.update(path.name.encode())
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_into(directory: Path, builder) -> None:
+    """Run `builder(tmp)` and rename tmp to `directory` only when it finished."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        builder(tmp)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def build_tokenizer(add_bos: bool, cache_dir: Path | None = None) -> Path:
+    """Train (or reuse) the byte-level BPE tokenizer; returns its `save_pretrained` directory."""
+    import tokenizers
+
+    root = (cache_dir or cache_root()) / "tokenizers"
+    key = hashlib.sha256(
+        json.dumps([BUILDER_VERSION, VOCAB_SIZE, add_bos, _corpus_digest(),
+                    tokenizers.__version__]).encode()
+    ).hexdigest()[:16]
+    target = root / f"bpe{VOCAB_SIZE}-{'bos' if add_bos else 'nobos'}-{key}"
+    if (target / "tokenizer.json").exists():
+        return target
+    with _file_lock(root / f".{target.name}.lock"):
+        if (target / "tokenizer.json").exists():
+            return target
+        log.info("training a %d-token BPE tokenizer on the standard library", VOCAB_SIZE)
+        _build_into(target, lambda tmp: _train_tokenizer(tmp, add_bos))
+    return target
+
+
+def _train_tokenizer(out: Path, add_bos: bool) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", BOS_ID)]
+        )
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        unk_token="<unk>", clean_up_tokenization_spaces=False,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+    # transformers 5 writes its own class name, which transformers 4 (vLLM's pin) cannot read.
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def _model_config(spec: ModelSpec, vocab: int):
+    common = dict(
+        vocab_size=vocab, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        tie_word_embeddings=spec.tie_embeddings, initializer_range=spec.init_std,
+    )
+    if spec.arch == "llama":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+            num_key_value_heads=spec.kv_heads, head_dim=spec.head_dim,
+            max_position_embeddings=spec.max_positions, rms_norm_eps=1e-5, **common,
+        )
+    if spec.arch == "qwen2":
+        from transformers import Qwen2Config
+
+        return Qwen2Config(
+            hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+            num_key_value_heads=spec.kv_heads, max_position_embeddings=spec.max_positions,
+            rms_norm_eps=1e-6, **common,
+        )
+    if spec.arch == "gpt2":
+        from transformers import GPT2Config
+
+        return GPT2Config(
+            n_embd=spec.hidden_size, n_layer=spec.layers, n_head=spec.heads,
+            n_inner=spec.intermediate_size, n_positions=spec.max_positions, **common,
+        )
+    raise ValueError(f"unknown test-model arch {spec.arch!r}; known: llama, gpt2, qwen2")
+
+
+def build_test_model(
+    preset: str = "llama-tiny", *, dtype: str = "float32", cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Build (or reuse) a test model; returns its directory (config, weights, tokenizer).
+
+    `preset` is one of `PRESETS` (llama-tiny, gpt2-tiny, qwen2-tiny, llama-quant,
+    llama-small). The same inputs always give the same weights and tokenizer.
+    """
+    import torch
+    import transformers
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"dtype {dtype!r}: choose float32, float16 or bfloat16")
+    spec = PRESETS[preset]
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    add_bos = spec.arch != "gpt2"
+    tok_dir = build_tokenizer(add_bos, root)
+    key = hashlib.sha256(
+        json.dumps([BUILDER_VERSION, asdict(spec), dtype, tok_dir.name, torch.__version__,
+                    transformers.__version__, LEAK_TRAP_GENERATION_CONFIG]).encode()
+    ).hexdigest()[:16]
+    target = root / "models" / f"{preset}-{dtype}-{key}"
+    if (target / "config.json").exists():
+        return target
+    with _file_lock(root / "models" / f".{target.name}.lock"):
+        if (target / "config.json").exists():
+            return target
+        log.info("building test model %s (%s)", preset, dtype)
+        _build_into(target, lambda tmp: _build_model(tmp, spec, dtype, tok_dir))
+    return target
+
+
+EOS_PROBE_PROMPTS = ("The quick brown fox", "def main():", "import os", "Hello, world",
+                     "class Foo:", "1 2 3", "while True:", "Bonjour")
+
+
+def _make_eos_reachable(model, tokenizer) -> None:
+    import torch
+
+    # For each token: in how many probe continuations it first appears at position 4..31.
+    score: dict[int, int] = {}
+    with torch.no_grad():
+        for prompt in EOS_PROBE_PROMPTS:
+            ids = tokenizer.encode(prompt)
+            first: dict[int, int] = {}
+            for pos in range(32):
+                token = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+                ids.append(token)
+                first.setdefault(token, pos)
+            for token, pos in first.items():
+                if pos >= 4 and token != EOS_ID:
+                    score[token] = score.get(token, 0) + 1
+    donor = max(sorted(score), key=lambda t: score[t])  # ties: the smallest id
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head[EOS_ID] = head[donor] * 1.05
+    model.config.unillm_eos_donor = donor
+
+
+def _build_model(out: Path, spec: ModelSpec, dtype: str, tok_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    config = _model_config(spec, len(tokenizer))
+    torch.manual_seed(spec.seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    _make_eos_reachable(model, tokenizer)
+    model = model.to(getattr(torch, dtype))
+    model.generation_config = GenerationConfig(
+        bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        **LEAK_TRAP_GENERATION_CONFIG,
+    )
+    model.save_pretrained(out)
+    for name in os.listdir(tok_dir):
+        shutil.copy2(tok_dir / name, out / name)
+
+
+TEST_MODEL_PREFIX = "test:"
+
+
+def resolve_model(model: str | os.PathLike[str]) -> str:
+    """``test:PRESET`` (e.g. ``test:llama-tiny``) builds that test model and returns its path;
+    anything else is returned unchanged. Lets every command and example run offline."""
+    text = os.fspath(model)
+    if text.startswith(TEST_MODEL_PREFIX):
+        return str(build_test_model(text[len(TEST_MODEL_PREFIX):]))
+    return text
