@@ -1,0 +1,129 @@
+"""The `unillm` command: engines, generate, demo, build-model (and the tools' subcommands)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .options import parse_pairs
+
+app = typer.Typer(
+    name="unillm", help="One interface for every LLM inference engine.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+@app.command()
+def engines() -> None:
+    """List every engine: installed, missing (with the install command) or broken."""
+    import unillm
+
+    table = Table(title="unillm engines")
+    table.add_column("engine", style="bold")
+    table.add_column("status")
+    table.add_column("plugin")
+    table.add_column("details")
+    colours = {"installed": "green", "missing": "yellow", "broken": "red"}
+    for info in unillm.engines():
+        detail = info.description if info.status == "installed" else (info.error or "")
+        if info.status == "missing" and info.install_hint:
+            detail += f"\ninstall: {info.install_hint}"
+        table.add_row(info.name, f"[{colours[info.status]}]{info.status}[/]", info.plugin, detail)
+    Console().print(table)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="the prompt text")],
+    engine: Annotated[str, typer.Option("--engine", "-e", help="engine name")],
+    model: Annotated[str, typer.Option("--model", "-m", help="model path, hub id, or test:PRESET")],
+    param: Annotated[list[str], typer.Option("--param", "-p", help="SamplingParams field, key=value")] = [],  # noqa: B006
+    option: Annotated[list[str], typer.Option("--option", "-o", help="engine option, key=value")] = [],  # noqa: B006
+    chat: Annotated[bool, typer.Option(help="send the prompt as a user message via the chat template")] = False,
+) -> None:
+    """Stream a completion to stdout, then print its timing to stderr."""
+    import unillm
+    from unillm.testing import resolve_model
+
+    try:
+        params = unillm.SamplingParams(**parse_pairs(param, "--param"))
+        with unillm.load(engine, resolve_model(model), **parse_pairs(option, "--option")) as gen:
+            stream = (gen.stream_chat([{"role": "user", "content": prompt}], params) if chat
+                      else gen.stream(prompt, params))
+            for chunk in stream:
+                if chunk.index == 0:
+                    sys.stdout.write(chunk.text)
+                    sys.stdout.flush()
+            sys.stdout.write("\n")
+    except unillm.UnillmError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    c = stream.completion
+    t = c.timing
+    table = Table(show_header=False, box=None)
+    for label, value in [
+        ("finish_reason", c.finish_reason),
+        ("prompt_tokens", t.prompt_tokens),
+        ("output_tokens", t.output_tokens),
+        ("ttft", _ms(t.ttft)),
+        ("tpot", _ms(t.tpot)),
+        ("e2e", _ms(t.e2e)),
+        ("tokens/s", f"{t.tokens_per_s:.1f}" if t.tokens_per_s else "-"),
+    ]:
+        table.add_row(label, str(value))
+    err.print(table)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+@app.command("build-model")
+def build_model(
+    preset: Annotated[str, typer.Argument(help="llama-tiny, gpt2-tiny, qwen2-tiny, llama-quant, llama-small")] = "llama-tiny",
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16")] = "float32",
+) -> None:
+    """Build (or reuse) a local test model and print its directory."""
+    from unillm.testing import build_test_model
+
+    with err.status(f"building {preset} ({dtype})"):
+        path = build_test_model(preset, dtype=dtype)
+    print(path)
+
+
+@app.command()
+def demo(
+    preset: Annotated[str, typer.Option(help="test model preset")] = "llama-tiny",
+    max_tokens: Annotated[int, typer.Option(help="tokens per prompt")] = 32,
+) -> None:
+    """Build a test model, run it on every installed local engine, print a timing table."""
+    from .demo import run_demo
+
+    raise typer.Exit(run_demo(preset, max_tokens))
+
+
+def _register_tool_commands() -> None:
+    """Subcommands of the tools built on the core (serve, bench, tune), when present."""
+    import importlib
+
+    for module, name in (("unillm.cli.serve", "serve"), ("unillm.cli.bench", "bench"),
+                         ("unillm.cli.tune", "tune")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        mod.register(app)
+
+
+_register_tool_commands()
+
+
+def main() -> None:
+    app()
