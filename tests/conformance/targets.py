@@ -1,0 +1,55 @@
+"""What the conformance suite runs: one `Target` per engine configuration.
+
+Every engine in the registry is a target, whether or not it is listed here: an engine with no
+entry runs with its default options and must match the float32 reference exactly. List an
+engine here to give it options, mark a quantized configuration inexact (with the reason), or
+limit the architectures it is asked to load. Engines unillm knows of but that are not installed
+appear too, and are reported as skipped with their install command.
+
+Restrict a run with UNILLM_TARGETS=id1,id2 (e.g. in the vLLM environment: UNILLM_TARGETS=vllm).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import unillm
+
+ALL_PRESETS = ("llama-tiny", "gpt2-tiny", "qwen2-tiny")
+
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    engine: str
+    options: dict = field(default_factory=dict)
+    exact: bool = True  # greedy ids must equal the float32 transformers reference
+    inexact_reason: str = ""
+    presets: tuple[str, ...] = ALL_PRESETS  # architectures this configuration is run on
+    server: str | None = None  # for HTTP engines: the fixture that starts their server
+
+    def __str__(self) -> str:
+        return self.id
+
+
+CONFIGURED: list[Target] = [
+    Target("transformers", "transformers", {"dtype": "float32"}),
+    Target("transformers-minimal", "transformers-minimal", {"dtype": "float32"}),
+]
+
+
+def all_targets() -> list[Target]:
+    configured = {t.engine for t in CONFIGURED}
+    targets = list(CONFIGURED)
+    for info in unillm.engines():
+        if info.name in configured:
+            continue
+        cls = info.engine_class
+        if cls is not None and not cls.local:
+            continue  # an HTTP engine needs a server: it is listed in CONFIGURED with one
+        targets.append(Target(info.name, info.name))
+    wanted = [w for w in os.environ.get("UNILLM_TARGETS", "").split(",") if w]
+    if wanted:
+        targets = [t for t in targets if any(t.id == w or t.id.startswith(w + "-") for w in wanted)]
+    return targets

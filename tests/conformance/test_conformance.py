@@ -1,0 +1,338 @@
+"""The same SamplingParams must mean the same thing on every engine.
+
+Each test runs against every target (tests/conformance/targets.py): every registered engine.
+Engines that produce token ids are compared on ids; text engines (HTTP servers) on text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import unillm
+from unillm import SamplingParams as SP
+from unillm.engine import ALL_FIELDS, EMULATED_BY_CORE
+from unillm.testing import build_test_model
+
+from . import reference
+from .conftest import load_target
+
+PROMPTS = [
+    "The quick brown fox",
+    "def fibonacci(n):\n    return",
+    "Le café est très chaud, 東京 🙂",
+    "x",
+    "import os\nimport sys\n\nclass Config(object):\n    def __init__(self, path):",
+]
+N = 32
+GREEDY = SP(max_tokens=N, temperature=0.0)
+GREEDY_LONG = SP(max_tokens=48, temperature=0.0, ignore_eos=True)
+
+
+def uses_ids(gen: unillm.Generator) -> bool:
+    return gen.capabilities.token_ids
+
+
+def ref_text(path: str, ids: list[int]) -> str:
+    return reference._model(path)[1].decode(ids, skip_special_tokens=True)
+
+
+def assert_matches_reference(gen, path, prompt, out, max_tokens=N):
+    expected = reference.greedy_ids(path, reference.encode(path, prompt), max_tokens)
+    if uses_ids(gen):
+        assert list(out.token_ids) == expected, f"greedy ids differ for {prompt!r}"
+    else:
+        body = expected[:-1] if expected and expected[-1] == reference.eos_id(path) else expected
+        assert out.text == ref_text(path, body), f"greedy text differs for {prompt!r}"
+
+
+def pick_stop(text: str) -> str:
+    """A 2-character stop string from the middle third of `text` (no replacement chars)."""
+    for start in range(len(text) // 3, len(text) - 2):
+        s = text[start:start + 2]
+        if "\ufffd" not in s and s.strip():
+            return s
+    pytest.fail(f"no usable stop string in {text!r}")
+
+
+# -- greedy parity --------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny", "qwen2-tiny"])
+def test_greedy_matches_reference_one_prompt_at_a_time(request, target, preset):
+    if not target.exact:
+        pytest.skip(f"{target.id}: greedy parity not expected ({target.inexact_reason})")
+    gen = load_target(request, target, preset)
+    path = str(build_test_model(preset))
+    for prompt in PROMPTS:
+        assert_matches_reference(gen, path, prompt, gen.generate(prompt, GREEDY))
+
+
+def test_greedy_matches_reference_in_a_mixed_length_batch(target, gen, model_path):
+    if not target.exact:
+        pytest.skip(f"{target.id}: greedy parity not expected ({target.inexact_reason})")
+    outs = gen.generate(PROMPTS, GREEDY)
+    assert len(outs) == len(PROMPTS)
+    for prompt, out in zip(PROMPTS, outs):
+        assert out.prompt == prompt
+        assert_matches_reference(gen, model_path, prompt, out)
+
+
+def test_greedy_is_deterministic(gen):
+    a = gen.generate(PROMPTS, GREEDY)
+    b = gen.generate(PROMPTS, GREEDY)
+    assert [x.text for x in a] == [x.text for x in b]
+    assert [x.token_ids for x in a] == [x.token_ids for x in b]
+
+
+def test_greedy_does_not_depend_on_batch_company(gen):
+    alone = gen.generate(PROMPTS[1], GREEDY_LONG)
+    together = gen.generate(PROMPTS, GREEDY_LONG)[1]
+    assert alone.text == together.text
+
+
+# -- length ---------------------------------------------------------------------------------
+def test_max_tokens_is_exact(gen):
+    outs = gen.generate(PROMPTS, SP(max_tokens=17, temperature=0.0, ignore_eos=True))
+    for out in outs:
+        assert out.timing.output_tokens == 17
+        assert out.finish_reason == "length"
+        if uses_ids(gen):
+            assert len(out.token_ids) == 17
+    sampled = gen.generate(PROMPTS[0], SP(max_tokens=9, temperature=1.0, seed=1, ignore_eos=True))
+    assert sampled.timing.output_tokens == 9
+
+
+def _eos_prompt(path: str) -> tuple[str, int]:
+    """A prompt whose greedy continuation ends with eos after k >= 4 tokens (the test model
+    is built so that some do)."""
+    candidates = PROMPTS + ["Once upon a time", "SELECT * FROM", "Hello", "# comment", "while True:",
+                            "The capital of France is", "1 2 3", "def main():", "import os"]
+    eos = reference.eos_id(path)
+    for prompt in candidates:
+        ids = reference.greedy_ids(path, reference.encode(path, prompt), 64)
+        if ids[-1] == eos and len(ids) >= 4:
+            return prompt, len(ids)
+    pytest.fail("the test model reaches eos from none of the candidate prompts")
+
+
+def test_eos_ends_generation_and_ignore_eos_overrides_it(target, gen, model_path):
+    prompt, k = _eos_prompt(model_path)
+    out = gen.generate(prompt, SP(max_tokens=64, temperature=0.0))
+    assert out.finish_reason == "stop"
+    assert out.stop_reason is None
+    if target.exact:
+        assert out.timing.output_tokens == k
+    if uses_ids(gen):
+        assert out.token_ids[-1] in gen.tokenizer.eos_token_ids
+    forced = gen.generate(prompt, SP(max_tokens=64, temperature=0.0, ignore_eos=True))
+    assert forced.finish_reason == "length"
+    assert forced.timing.output_tokens == 64
+
+
+def test_min_tokens_defers_every_stop_condition(target, gen, model_path):
+    prompt, k = _eos_prompt(model_path)
+    out = gen.generate(prompt, SP(max_tokens=64, temperature=0.0, min_tokens=k + 5))
+    assert out.timing.output_tokens >= k + 5
+    if uses_ids(gen):
+        eos = gen.tokenizer.eos_token_ids
+        assert not any(t in eos for t in out.token_ids[: k + 4]), "eos before min_tokens"
+
+
+# -- stop conditions ------------------------------------------------------------------------
+def test_stop_string_cuts_at_the_first_match_and_stops_generating(gen):
+    full = gen.generate(PROMPTS[1], GREEDY_LONG)
+    stop = pick_stop(full.text)
+    first = full.text.find(stop)
+    out = gen.generate(PROMPTS[1], GREEDY_LONG.replace(stop=[stop]))
+    assert out.text == full.text[:first]
+    assert out.finish_reason == "stop"
+    assert out.stop_reason == stop
+    assert out.timing.output_tokens < full.timing.output_tokens
+    if uses_ids(gen):
+        n = len(out.token_ids)
+        assert out.token_ids == full.token_ids[:n]
+        # the kept tokens are exactly those needed to complete the stop string
+        assert stop in gen.tokenizer.decode(full.token_ids[:n])[first:]
+        assert stop not in gen.tokenizer.decode(full.token_ids[: n - 1])[first:]
+
+
+def test_of_several_stop_strings_the_one_completed_first_wins(gen):
+    full = gen.generate(PROMPTS[0], GREEDY_LONG)
+    early = pick_stop(full.text)
+    late = full.text[-3:] if "\ufffd" not in full.text[-3:] else early
+    out = gen.generate(PROMPTS[0], GREEDY_LONG.replace(stop=[late, early]))
+    cut = min(i for i in (full.text.find(early), full.text.find(late)) if i >= 0)
+    assert out.text == full.text[:cut]
+    assert out.finish_reason == "stop"
+
+
+def test_stop_token_ids_end_generation_with_that_token(gen):
+    if not uses_ids(gen):
+        pytest.skip("text engines do not expose token ids")
+    full = gen.generate(PROMPTS[2], GREEDY_LONG)
+    ids = list(full.token_ids)
+    pos = next(i for i in range(5, len(ids)) if ids[i] not in ids[:i])
+    out = gen.generate(PROMPTS[2], GREEDY_LONG.replace(stop_token_ids=[ids[pos]]))
+    assert list(out.token_ids) == ids[: pos + 1]
+    assert out.finish_reason == "stop"
+    assert out.stop_reason == ids[pos]
+    assert out.text == gen.tokenizer.decode(ids[:pos])
+
+
+# -- sampling -------------------------------------------------------------------------------
+def test_same_seed_same_sample_different_seed_different_sample(gen):
+    p = SP(temperature=1.0, seed=123, max_tokens=16, ignore_eos=True)
+    a = gen.generate(PROMPTS[0], p)
+    b = gen.generate(PROMPTS[0], p)
+    c = gen.generate(PROMPTS[0], p.replace(seed=124))
+    assert a.text == b.text and a.token_ids == b.token_ids
+    assert a.text != c.text
+
+
+def test_n_returns_n_samples(gen):
+    out = gen.generate(PROMPTS[0], SP(n=3, temperature=1.0, seed=7, max_tokens=12, ignore_eos=True))
+    assert [s.index for s in out.samples] == [0, 1, 2]
+    assert len({s.text for s in out.samples}) >= 2
+    again = gen.generate(PROMPTS[0], SP(n=3, temperature=1.0, seed=7, max_tokens=12, ignore_eos=True))
+    assert [s.text for s in again.samples] == [s.text for s in out.samples]
+    greedy = gen.generate(PROMPTS[0], SP(n=2, temperature=0.0, max_tokens=12))
+    assert greedy.samples[0].text == greedy.samples[1].text
+
+
+def _supports(gen, field: str) -> bool:
+    return field in gen.capabilities.params or field in EMULATED_BY_CORE
+
+
+@pytest.mark.parametrize("field,value", [("top_k", 1), ("top_p", 1e-6), ("min_p", 1.0)])
+def test_filters_that_keep_one_token_make_sampling_greedy(gen, field, value):
+    if not _supports(gen, field):
+        pytest.skip(f"{field} not supported (test_unsupported_parameters_raise covers it)")
+    greedy = gen.generate(PROMPTS[1], SP(max_tokens=24, temperature=0.0, ignore_eos=True))
+    sampled = gen.generate(PROMPTS[1], SP(max_tokens=24, temperature=1.5, seed=5, ignore_eos=True,
+                                          **{field: value}))
+    assert sampled.text == greedy.text
+
+
+@pytest.mark.parametrize("field,value", [
+    ("repetition_penalty", 3.0), ("presence_penalty", 2.0), ("frequency_penalty", 2.0),
+])
+def test_penalties_change_greedy_output(gen, field, value):
+    if not _supports(gen, field):
+        pytest.skip(f"{field} not supported (test_unsupported_parameters_raise covers it)")
+    plain = gen.generate(PROMPTS[3], SP(max_tokens=48, temperature=0.0, ignore_eos=True))
+    penalised = gen.generate(PROMPTS[3], SP(max_tokens=48, temperature=0.0, ignore_eos=True,
+                                            **{field: value}))
+    assert penalised.text != plain.text, f"{field}={value} had no effect"
+
+
+NON_DEFAULT = {
+    "top_p": 0.5, "top_k": 5, "min_p": 0.1, "repetition_penalty": 1.2, "presence_penalty": 0.5,
+    "frequency_penalty": 0.5, "seed": 1, "min_tokens": 2, "ignore_eos": True, "logprobs": 2,
+}
+
+
+def test_unsupported_parameters_raise_instead_of_being_ignored(gen):
+    unsupported = sorted(ALL_FIELDS - gen.capabilities.params - EMULATED_BY_CORE)
+    for field in unsupported:
+        with pytest.raises(unillm.UnsupportedParameterError) as info:
+            gen.generate(PROMPTS[0], SP(max_tokens=4, temperature=1.0, **{field: NON_DEFAULT[field]}))
+        assert field in str(info.value) and gen.engine_name in str(info.value)
+
+
+def test_logprobs_describe_the_chosen_tokens(gen):
+    if "logprobs" not in gen.capabilities.params:
+        pytest.skip("logprobs not supported (test_unsupported_parameters_raise covers it)")
+    out = gen.generate(PROMPTS[0], SP(max_tokens=8, temperature=0.0, logprobs=3, ignore_eos=True))
+    assert out.logprobs is not None and len(out.logprobs) == out.timing.output_tokens
+    for lp in out.logprobs:
+        assert lp.logprob <= 0.0
+        assert len(lp.top) == 3
+        assert lp.logprob == pytest.approx(max(lp.top.values()), abs=1e-4)  # greedy: the argmax
+
+
+# -- streaming, async, chat -----------------------------------------------------------------
+def _stream(gen, prompt, params):
+    stream = gen.stream(prompt, params)
+    texts: dict[int, str] = {}
+    for chunk in stream:
+        texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
+    return texts, stream.completion
+
+
+@pytest.mark.parametrize("kind", ["greedy", "stop", "seeded"])
+def test_streamed_text_equals_batch_text(gen, kind):
+    params = {"greedy": GREEDY_LONG, "seeded": SP(max_tokens=24, temperature=1.0, seed=3,
+                                                  ignore_eos=True)}.get(kind)
+    if kind == "stop":
+        params = GREEDY_LONG.replace(stop=[pick_stop(gen.generate(PROMPTS[2], GREEDY_LONG).text)])
+    batch = gen.generate(PROMPTS[2], params)
+    texts, completion = _stream(gen, PROMPTS[2], params)
+    assert texts[0] == batch.text
+    assert completion.text == batch.text
+    assert completion.token_ids == batch.token_ids
+    assert completion.finish_reason == batch.finish_reason
+
+
+def test_streaming_n_samples_each_complete(gen):
+    params = SP(n=2, temperature=1.0, seed=11, max_tokens=10, ignore_eos=True)
+    texts, completion = _stream(gen, PROMPTS[0], params)
+    assert sorted(texts) == [0, 1]
+    assert [texts[i] for i in (0, 1)] == [s.text for s in completion.samples]
+
+
+def test_closing_a_stream_early_stops_it(gen):
+    stream = gen.stream(PROMPTS[0], SP(max_tokens=200, temperature=0.0, ignore_eos=True))
+    with stream:
+        for i, _ in enumerate(stream):
+            if i == 3:
+                break
+    assert stream.completion is not None
+    assert stream.completion.finish_reason == "abort"
+    assert stream.completion.timing.output_tokens < 200
+    assert gen.generate(PROMPTS[0], SP(max_tokens=4, temperature=0.0)).timing.output_tokens >= 1
+
+
+def test_async_results_equal_sync_results(gen):
+    sync = gen.generate(PROMPTS[:3], GREEDY_LONG)
+
+    async def run():
+        batch = await gen.agenerate(PROMPTS[:3], GREEDY_LONG)
+        stream = gen.astream(PROMPTS[1], GREEDY_LONG)
+        text = "".join([c.text async for c in stream if c.index == 0])
+        return batch, text
+
+    batch, text = asyncio.run(run())
+    assert [c.text for c in batch] == [c.text for c in sync]
+    assert text == sync[1].text
+
+
+def test_chat_applies_the_chat_template(gen):
+    messages = [{"role": "user", "content": "Bonjour, ça va ?"}]
+    out = gen.chat(messages, GREEDY)
+    assert out.timing.output_tokens >= 1
+    if uses_ids(gen):
+        expected = gen.tokenizer.chat_token_ids(messages)
+        assert list(out.prompt_token_ids) == expected
+        direct = gen.generate({"prompt_token_ids": expected}, GREEDY)
+        assert out.token_ids == direct.token_ids
+
+
+# -- timing ---------------------------------------------------------------------------------
+def test_timing_is_consistent(gen):
+    outs = gen.generate(PROMPTS, SP(max_tokens=12, temperature=0.0, ignore_eos=True))
+    _, streamed = _stream(gen, PROMPTS[0], SP(max_tokens=12, temperature=0.0, ignore_eos=True))
+    for out in [*outs, streamed]:
+        t = out.timing
+        assert t.output_tokens == 12
+        assert t.e2e is not None and t.e2e > 0
+        if uses_ids(gen):
+            assert len(out.token_ids) == t.output_tokens
+            assert t.prompt_tokens == len(out.prompt_token_ids)
+        if t.token_times is not None:
+            assert t.ttft is not None and 0 < t.ttft <= t.e2e
+            assert all(gap >= 0 for gap in t.itl)
+            assert t.tpot is not None and t.tpot >= 0
+    assert streamed.timing.source == "stream"
+    assert len(streamed.timing.token_times) == 12
+    assert outs.run.output_tokens == 12 * len(PROMPTS)
+    assert outs.run.wall >= max(o.timing.e2e for o in outs) * 0.999

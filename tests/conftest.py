@@ -1,0 +1,64 @@
+"""Shared test fixtures: locally built models, and engine gating.
+
+An engine that is not installed is skipped with the reason and the install command, so the
+summary (-ra) says what did not run and why. In CI, UNILLM_REQUIRE_ENGINES lists the engines
+that must run: for those, "not installed" is a failure, never a quiet skip.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import unillm
+from unillm.testing import build_test_model
+
+REQUIRED_ENGINES = {e for e in os.environ.get("UNILLM_REQUIRE_ENGINES", "").split(",") if e}
+
+
+def require_engine(name: str) -> unillm.EngineInfo:
+    """The engine's info if it can run here; otherwise skip (or fail, if CI requires it)."""
+    infos = {i.name: i for i in unillm.engines()}
+    info = infos.get(name)
+    if info is not None and info.status == "installed":
+        return info
+    if info is None:
+        reason = f"engine {name!r} is not registered"
+    else:
+        reason = f"engine {name!r} is {info.status}: {info.error}"
+        if info.install_hint:
+            reason += f" (install: {info.install_hint})"
+    if name in REQUIRED_ENGINES:
+        pytest.fail(f"{reason} -- but UNILLM_REQUIRE_ENGINES requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> str:
+    return str(build_test_model("llama-tiny"))
+
+
+@pytest.fixture(scope="session")
+def hf_generator(tiny_llama):
+    """The transformers engine on the tiny Llama (float32), shared by the session."""
+    require_engine("transformers")
+    gen = unillm.load("transformers", tiny_llama, dtype="float32")
+    yield gen
+    gen.close()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Every skip reason once, with how many tests it skipped: which engines did not run here
+    and why (pytest's own -rs lists them once per test location)."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if not reasons:
+        return
+    terminalreporter.section("skipped, by reason")
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"SKIPPED ({count} tests): {reason}")

@@ -1,0 +1,26 @@
+"""`import unillm` stays light: no engine library, no torch, no numpy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_import_unillm_imports_no_engine_library():
+    code = (
+        "import sys, unillm; unillm.SamplingParams(max_tokens=3); "
+        "heavy = [m for m in ('torch', 'transformers', 'numpy', 'ctranslate2', 'vllm', "
+        "'llama_cpp', 'httpx', 'fastapi', 'ray') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_listing_engines_imports_no_engine_library():
+    code = (
+        "import sys, unillm; names = [e.name for e in unillm.engines()]; "
+        "assert 'transformers' in names, names; "
+        "print([m for m in ('torch', 'transformers', 'ctranslate2', 'vllm') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

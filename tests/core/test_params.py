@@ -1,0 +1,134 @@
+"""SamplingParams: bounds, typed errors that name field/value/range, immutability."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import unillm
+from unillm import SamplingParams
+from unillm.params import SEED_MAX, parameter_table
+
+# field -> (inclusive lower, inclusive upper, lower open?, is_int); None = unbounded
+BOUNDS = {
+    "max_tokens": (1, None, False, True),
+    "temperature": (0.0, 100.0, False, False),
+    "top_p": (0.0, 1.0, True, False),
+    "top_k": (1, None, False, True),
+    "min_p": (0.0, 1.0, False, False),
+    "repetition_penalty": (0.0, 10.0, True, False),
+    "presence_penalty": (-2.0, 2.0, False, False),
+    "frequency_penalty": (-2.0, 2.0, False, False),
+    "seed": (0, SEED_MAX, False, True),
+    "n": (1, 128, False, True),
+    "logprobs": (0, 20, False, True),
+}
+
+
+def inside(field, value) -> bool:
+    lo, hi, open_lo, _ = BOUNDS[field]
+    above = value > lo if open_lo else value >= lo
+    return above and (hi is None or value <= hi)
+
+
+numbers = st.one_of(
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+)
+
+
+@given(field=st.sampled_from(sorted(BOUNDS)), value=numbers)
+def test_every_numeric_field_accepts_exactly_its_range(field, value):
+    is_int = BOUNDS[field][3]
+    if is_int and isinstance(value, float):
+        value = math.floor(value)
+    valid = inside(field, value)
+    if valid:
+        p = SamplingParams(**{field: value})
+        assert getattr(p, field) == value
+    else:
+        with pytest.raises(unillm.InvalidParameterError) as info:
+            SamplingParams(**{field: value})
+        err = info.value
+        assert err.field == field
+        assert err.value == value
+        assert field in str(err) and repr(value) in str(err)
+        assert str(err).count("<=") + str(err).count("<") >= 1  # the allowed range is stated
+
+
+@given(value=st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6))
+def test_integer_fields_reject_fractions(value):
+    if value.is_integer():
+        return
+    with pytest.raises(unillm.InvalidParameterError, match="max_tokens"):
+        SamplingParams(max_tokens=value)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_floats_are_rejected(bad):
+    with pytest.raises(unillm.InvalidParameterError, match="temperature"):
+        SamplingParams(temperature=bad)
+
+
+def test_unknown_field_names_the_closest_field():
+    with pytest.raises(unillm.UnknownParameterError) as info:
+        SamplingParams(max_new_tokens=5)
+    assert "max_new_tokens" in str(info.value) and "did you mean 'max_tokens'" in str(info.value).lower()
+
+
+@pytest.mark.parametrize("off", [0, -1])
+def test_top_k_has_one_off_value_none(off):
+    with pytest.raises(unillm.InvalidParameterError, match="None"):
+        SamplingParams(top_k=off)
+    assert SamplingParams(top_k=None).top_k is None
+
+
+def test_types_are_strict():
+    for field, value in [("temperature", "0.5"), ("ignore_eos", "yes"), ("max_tokens", True),
+                         ("seed", 1.0)]:
+        with pytest.raises(unillm.InvalidParameterError, match=field):
+            SamplingParams(**{field: value})
+
+
+def test_min_tokens_cannot_exceed_max_tokens():
+    with pytest.raises(unillm.InvalidParameterError, match="min_tokens"):
+        SamplingParams(max_tokens=4, min_tokens=5)
+    assert SamplingParams(max_tokens=4, min_tokens=4).min_tokens == 4
+
+
+def test_stop_accepts_a_string_or_a_list_and_rejects_empty_strings():
+    assert SamplingParams(stop="ab").stop == ("ab",)
+    assert SamplingParams(stop=["a", "b"]).stop == ("a", "b")
+    assert SamplingParams(stop_token_ids=7).stop_token_ids == (7,)
+    with pytest.raises(unillm.InvalidParameterError, match="stop"):
+        SamplingParams(stop=[""])
+    with pytest.raises(unillm.InvalidParameterError, match="stop_token_ids"):
+        SamplingParams(stop_token_ids=[-1])
+
+
+def test_params_are_immutable_hashable_and_replace_validates():
+    p = SamplingParams(max_tokens=3)
+    with pytest.raises(Exception):
+        p.max_tokens = 4  # type: ignore[misc]
+    assert hash(p) == hash(SamplingParams(max_tokens=3))
+    assert p.replace(temperature=0).is_greedy
+    with pytest.raises(unillm.InvalidParameterError):
+        p.replace(temperature=-1)
+
+
+def test_defaults_are_explicit_and_documented():
+    p = SamplingParams()
+    assert p.non_default_fields() == {}
+    assert (p.max_tokens, p.temperature, p.top_p, p.top_k, p.min_p) == (256, 1.0, 1.0, None, 0.0)
+    table = parameter_table()
+    assert [row["field"] for row in table] == list(SamplingParams.model_fields)
+    assert all(row["meaning"] and row["allowed"] for row in table)
+
+
+def test_error_classes_are_value_errors():
+    for exc in (unillm.InvalidParameterError, unillm.UnknownParameterError,
+                unillm.UnsupportedParameterError, unillm.ContextLengthError):
+        assert issubclass(exc, ValueError) and issubclass(exc, unillm.UnillmError)
