@@ -102,13 +102,23 @@ def test_max_tokens_is_exact(gen):
     assert sampled.timing.output_tokens == 9
 
 
-def _eos_prompt(path: str) -> tuple[str, int]:
+EOS_CANDIDATES = PROMPTS + ["Once upon a time", "SELECT * FROM", "Hello", "# comment",
+                            "while True:", "The capital of France is", "1 2 3", "def main():",
+                            "import os"]
+
+
+def _eos_prompt(path: str, target=None, gen=None) -> tuple[str, int]:
     """A prompt whose greedy continuation ends with eos after k >= 4 tokens (the test model
-    is built so that some do)."""
-    candidates = PROMPTS + ["Once upon a time", "SELECT * FROM", "Hello", "# comment", "while True:",
-                            "The capital of France is", "1 2 3", "def main():", "import os"]
+    is built so that some do). For an inexact target (quantized weights), whose greedy path may
+    differ from the reference's, its own greedy output picks the prompt."""
+    if target is not None and not target.exact:
+        outs = gen.generate(EOS_CANDIDATES, SP(max_tokens=64, temperature=0.0))
+        for prompt, out in zip(EOS_CANDIDATES, outs):
+            if out.finish_reason == "stop" and out.timing.output_tokens >= 4:
+                return prompt, out.timing.output_tokens
+        pytest.fail(f"{target.id} reaches eos from none of the candidate prompts")
     eos = reference.eos_id(path)
-    for prompt in candidates:
+    for prompt in EOS_CANDIDATES:
         ids = reference.greedy_ids(path, reference.encode(path, prompt), 64)
         if ids[-1] == eos and len(ids) >= 4:
             return prompt, len(ids)
@@ -116,7 +126,7 @@ def _eos_prompt(path: str) -> tuple[str, int]:
 
 
 def test_eos_ends_generation_and_ignore_eos_overrides_it(target, gen, model_path):
-    prompt, k = _eos_prompt(model_path)
+    prompt, k = _eos_prompt(model_path, target, gen)
     out = gen.generate(prompt, SP(max_tokens=64, temperature=0.0))
     assert out.finish_reason == "stop"
     assert out.stop_reason is None
@@ -130,7 +140,7 @@ def test_eos_ends_generation_and_ignore_eos_overrides_it(target, gen, model_path
 
 
 def test_min_tokens_defers_every_stop_condition(target, gen, model_path):
-    prompt, k = _eos_prompt(model_path)
+    prompt, k = _eos_prompt(model_path, target, gen)
     out = gen.generate(prompt, SP(max_tokens=64, temperature=0.0, min_tokens=k + 5))
     assert out.timing.output_tokens >= k + 5
     if uses_ids(gen):
