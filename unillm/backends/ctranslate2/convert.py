@@ -107,22 +107,31 @@ def ensure_converted(source: str, compute_type: str, *, revision: str | None = N
             shutil.rmtree(target)
         message = (f"converting {source} to CTranslate2 "
                    f"({quantization or 'weights as stored'}); done once, cached in {target}")
-        log.info(message)
         start = time.perf_counter()
         with _progress(message):
             build_into(target, lambda tmp: _convert(source, tmp, quantization, revision,
                                                     trust_remote_code))
-        log.info("converted %s in %.1f s", source, time.perf_counter() - start)
+        _announce(f"converted {source} in {time.perf_counter() - start:.1f} s")
     return target
 
 
+def _announce(message: str) -> None:
+    """To the log when the application shows unillm's INFO messages, else to stderr: a
+    conversion can take minutes, and a silent pause looks like a hang."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(message)
+    else:
+        print(f"unillm: {message}", file=sys.stderr, flush=True)
+
+
 def _progress(message: str):
-    """A spinner on an interactive terminal (conversion of a large model takes minutes)."""
+    """The message, and a spinner while it lasts on an interactive terminal."""
+    _announce(message)
     if not sys.stderr.isatty():
         return nullcontext()
     from rich.console import Console
 
-    return Console(stderr=True).status(message)
+    return Console(stderr=True).status("converting to CTranslate2")
 
 
 def _convert(source: str, out: Path, quantization: str | None, revision: str | None,

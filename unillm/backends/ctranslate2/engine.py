@@ -18,12 +18,14 @@ every call. Four behaviours need more than a renamed argument:
 - Prompts of one token. In a batch whose shortest prompt has a single token, CTranslate2 counts
   the other rows' prompt tails as output (limits, callbacks, results). Such rows are run in a
   separate call.
-- Stops and timing. The per-token `callback` records each token's time (the batch path's
-  per-token timing) and asks the core's stop-string tracker whether the row must end, which
-  stops that row inside CTranslate2.
+- Stops and timing. When a call needs per-token work (emulated stop strings, streaming, or
+  the `batch_token_times` option), CTranslate2's per-token `callback` records each token and
+  its time and asks the core's stop-string tracker whether the row must end, which stops that
+  row inside CTranslate2. A Python call per token and row costs about as much as a decoding
+  step of a small model, so plain batch calls run without it (their timing is end-to-end).
 
-Output is built from the callback's tokens (ids, in generation order, end token included as
-unillm keeps it), so `n` samples keep their index even though CTranslate2 sorts hypotheses.
+`n` is the prompt repeated n times in the batch (rather than `num_hypotheses`, which sorts the
+samples by score), so sample i is always row i.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class CTranslate2Options(EngineOptions):
                                   "CTranslate2 directory that has none of its own")
     revision: str | None = Field(None, description="hub revision of a model to convert")
     trust_remote_code: bool = Field(False, description="run code shipped with a model to convert")
+    batch_token_times: bool = Field(False, description="time each token in non-streamed calls "
+                                    "(TTFT/ITL/TPOT) through a Python callback per token and row; "
+                                    "streamed calls are always timed per token")
 
 
 SUPPORTED = frozenset({
@@ -111,9 +116,9 @@ _LIVE: weakref.WeakSet = weakref.WeakSet()
 
 @atexit.register
 def _release_at_exit() -> None:
-    """Release every generator before the interpreter shuts down: CTranslate2 4.8 aborts the
-    process ("terminate called without an active exception") when a generator that ran an int8
-    model with a callback is destroyed during interpreter finalization."""
+    """Release every generator before the interpreter shuts down: CTranslate2 4.8 can abort the
+    process ("terminate called without an active exception") when a generator that ran a
+    Python callback is destroyed during interpreter finalization."""
     for engine in list(_LIVE):
         engine.close()
 
@@ -231,10 +236,10 @@ class CTranslate2Engine(Engine):
             self.seeded_reloads += 1
 
     def info(self) -> dict[str, Any]:
-        gen = self._main()
+        gen = self._generator
         return {
-            "device": gen.device,
-            "compute_type": gen.compute_type,
+            "device": gen.device if gen is not None else None,
+            "compute_type": gen.compute_type if gen is not None else None,
             "model_dir": self.path,
             "converted_from": self.metadata.get("source"),
             "conversion": self.metadata or None,
@@ -326,34 +331,35 @@ class CTranslate2Engine(Engine):
                   "set_random_seed": _ct2_seed(p.seed) if seeded else None}  # type: ignore[arg-type]
         for r in rows.requests:
             r.received = record
-        ids, times, prefix = rows.ids, rows.times, rows.prefix
         hook = on_token is None and any(r.trackers for r in rows.requests)
+        if not (hook or on_token or cancelled or self.options.batch_token_times):
+            # No per-token work: no callback, whose cost (a Python call per token and row)
+            # is of the order of a decoding step for a small model.
+            results = generator.generate_batch(rows.tokens, **kwargs)
+            for b, result in enumerate(results):
+                rows.ids[b] = _output_ids(result.sequences_ids[0],
+                                          rows.requests[b].prompt_token_ids or [],
+                                          kwargs["include_prompt_in_result"])
+            return
+        ids, times, prefix = rows.ids, rows.times, rows.prefix
+        requests, samples, hooked = rows.requests, rows.samples, rows.hooked
         clock = now
 
-        if not (prefix or hook or on_token or cancelled):
-            def callback(step) -> bool:  # the common case, kept to the minimum
-                b = step.batch_id
-                ids[b].append(step.token_id)
-                times[b].append(clock())
+        def callback(step) -> bool:
+            if step.step < prefix:  # CTranslate2 reports the forced prompt tokens too
                 return False
-        else:
-            requests, samples, hooked = rows.requests, rows.samples, rows.hooked
-
-            def callback(step) -> bool:
-                if step.step < prefix:  # CTranslate2 reports the forced prompt tokens too
-                    return False
-                b = step.batch_id
-                token = step.token_id
-                ids[b].append(token)
-                times[b].append(clock())
-                if on_token is not None:
-                    on_token(rows, b, token)
-                if cancelled is not None and cancelled.is_set():
-                    return True
-                if hook and requests[b].should_stop(samples[b], (token,)):
-                    hooked[b] = True
-                    return True
-                return False
+            b = step.batch_id
+            token = step.token_id
+            ids[b].append(token)
+            times[b].append(clock())
+            if on_token is not None:
+                on_token(rows, b, token)
+            if cancelled is not None and cancelled.is_set():
+                return True
+            if hook and requests[b].should_stop(samples[b], (token,)):
+                hooked[b] = True
+                return True
+            return False
 
         generator.generate_batch(rows.tokens, callback=callback, **kwargs)
 
@@ -377,7 +383,7 @@ class CTranslate2Engine(Engine):
                         finish, reason = "length", None  # the core names an emulated stop
                     results[id(rows.requests[b])][rows.samples[b]] = EngineSequence(
                         token_ids=tokens, finish_reason=finish, stop_reason=reason,
-                        token_times=rows.times[b],
+                        token_times=rows.times[b] or None,
                     )
         return [results[id(r)] for r in requests]  # type: ignore[misc]
 
@@ -444,3 +450,15 @@ def _read_vocabulary(path: str) -> list[str]:
         with open(as_text, encoding="utf-8") as fh:
             return [line.rstrip("\n") for line in fh]
     raise EngineError("ctranslate2", f"{path} has no vocabulary.json or vocabulary.txt")
+
+
+def _output_ids(sequence: list[int], prompt: list[int], with_prompt: bool) -> list[int]:
+    """The generated ids of a result: with `include_prompt_in_result`, CTranslate2 puts the
+    prompt first (without its first token when that is the bos token)."""
+    if not with_prompt:
+        return sequence
+    if sequence[: len(prompt)] == prompt:
+        return sequence[len(prompt):]
+    if sequence[: len(prompt) - 1] == prompt[1:]:
+        return sequence[len(prompt) - 1:]
+    raise EngineError("ctranslate2", "a result does not start with its prompt")
