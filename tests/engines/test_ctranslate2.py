@@ -177,8 +177,9 @@ def test_the_context_length_is_known_from_the_conversion(ct2):
 
 
 def test_out_of_vocabulary_prompt_ids_are_refused(ct2):
-    with pytest.raises(unillm.InvalidParameterError, match="prompt_token_ids"):
-        ct2.generate({"prompt_token_ids": [1, 5, 99999]}, SP(max_tokens=4))
+    for bad in (99999, -1):
+        with pytest.raises(unillm.InvalidParameterError, match="prompt_token_ids"):
+            ct2.generate({"prompt_token_ids": [1, 5, bad]}, SP(max_tokens=4))
 
 
 # -- what CTranslate2 is sent -------------------------------------------------------------------
@@ -256,6 +257,9 @@ def test_a_penalised_batch_without_callback_returns_only_the_output(ct2, tiny_ll
         called = timed.generate(prompts, params)  # ids collected by the callback
     assert [c.token_ids for c in plain] == [c.token_ids for c in called]
     assert all(len(c.token_ids) == 12 for c in plain)
+    stream = ct2.stream(prompts[1], params)
+    assert "".join(c.text for c in stream) == plain[1].text
+    assert stream.completion.token_ids == plain[1].token_ids
 
 
 def test_max_batch_size_splits_without_changing_results(ct2, tiny_llama):

@@ -106,8 +106,8 @@ def _parse_device(device: str) -> tuple[str, int]:
 
 
 def _ct2_seed(seed: int) -> int:
-    """CTranslate2 reads its largest seed as "unseeded": that one seed shares the next one's
-    stream (documented)."""
+    """CTranslate2 reads the largest 32-bit seed as "unseeded", so that one seed is sent as
+    the one below it (documented)."""
     return seed if seed != RANDOM_SEED else RANDOM_SEED - 1
 
 
@@ -279,14 +279,13 @@ class CTranslate2Engine(Engine):
     def _token_strings(self, request: EngineRequest) -> list[str]:
         ids = request.prompt_token_ids or []
         vocab = self.vocabulary
-        try:
-            return [vocab[i] for i in ids]
-        except IndexError:
+        if ids and (min(ids) < 0 or max(ids) >= len(vocab)):
             bad = next(i for i in ids if not 0 <= i < len(vocab))
             raise InvalidParameterError(
                 "prompt_token_ids", bad, f"token ids in 0..{len(vocab) - 1} (this model's vocabulary)",
                 owner="prompt",
-            ) from None
+            )
+        return [vocab[i] for i in ids]
 
     def _plan(self, requests: Sequence[EngineRequest]) -> tuple[list[_Rows], dict[str, Any]]:
         """Split the rows into the generate_batch calls that keep unillm's semantics (see the
