@@ -124,6 +124,17 @@ def test_max_tokens_is_honoured_beyond_engine_defaults(gen):
     assert out.finish_reason == "length"
 
 
+def test_per_prompt_params_return_in_order(gen):
+    prompts = ["one", "two", "three", "four"]
+    params = [SP(max_tokens=k, temperature=0.0, ignore_eos=True) for k in (3, 7, 3, 5)]
+    outs = gen.generate(prompts, params)
+    assert [o.prompt for o in outs] == prompts
+    assert [o.timing.output_tokens for o in outs] == [3, 7, 3, 5]
+    for prompt, p, out in zip(prompts, params, outs):
+        alone = gen.generate(prompt, p)
+        assert out.text == alone.text and out.token_ids == alone.token_ids
+
+
 def _eos_prompt(path: str, target=None, gen=None) -> tuple[str, int]:
     """A prompt whose greedy continuation ends with eos after k >= 4 tokens (the test model
     is built so that some do). For an inexact target (quantized weights), whose greedy path may
@@ -165,12 +176,16 @@ def test_min_tokens_defers_every_stop_condition(target, gen, model_path):
         assert not any(t in eos for t in out.token_ids[: k + 4]), "eos before min_tokens"
 
 
+def _new_token_at(gen, start: int) -> tuple[list[int], int]:
+    """PROMPTS[2]'s greedy ids, and the first position >= `start` whose token is new there."""
+    ids = list(gen.generate(PROMPTS[2], GREEDY_LONG).token_ids)
+    return ids, next(i for i in range(start, len(ids)) if ids[i] not in ids[:i])
+
+
 def test_min_tokens_defers_stop_token_ids_too(gen):
     if not uses_ids(gen):
         pytest.skip("text engines do not expose token ids")
-    full = gen.generate(PROMPTS[2], GREEDY_LONG)
-    ids = list(full.token_ids)
-    pos = next(i for i in range(3, len(ids)) if ids[i] not in ids[:i])
+    ids, pos = _new_token_at(gen, 3)
     minimum = pos + 4
     out = gen.generate(PROMPTS[2], GREEDY_LONG.replace(stop_token_ids=[ids[pos]],
                                                        min_tokens=minimum))
@@ -225,9 +240,7 @@ def test_of_several_stop_strings_the_one_completed_first_wins(gen):
 def test_stop_token_ids_end_generation_with_that_token(gen):
     if not uses_ids(gen):
         pytest.skip("text engines do not expose token ids")
-    full = gen.generate(PROMPTS[2], GREEDY_LONG)
-    ids = list(full.token_ids)
-    pos = next(i for i in range(5, len(ids)) if ids[i] not in ids[:i])
+    ids, pos = _new_token_at(gen, 5)
     out = gen.generate(PROMPTS[2], GREEDY_LONG.replace(stop_token_ids=[ids[pos]]))
     assert list(out.token_ids) == ids[: pos + 1]
     assert out.finish_reason == "stop"

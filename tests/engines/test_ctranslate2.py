@@ -223,16 +223,6 @@ def test_seeded_calls_reload_and_unseeded_calls_do_not(ct2):
     assert ct2.info["seeded_reloads"] == before + 1
 
 
-def test_per_prompt_params_run_grouped_and_return_in_order(ct2):
-    prompts = ["one", "two", "three", "four"]
-    params = [SP(max_tokens=k, temperature=0, ignore_eos=True) for k in (3, 7, 3, 5)]
-    outs = ct2.generate(prompts, params)
-    assert [o.prompt for o in outs] == prompts
-    assert [len(o.token_ids) for o in outs] == [3, 7, 3, 5]
-    for prompt, p, o in zip(prompts, params, outs):
-        assert o.token_ids == ct2.generate(prompt, p).token_ids
-
-
 def test_batch_calls_are_timed_per_token_on_request(ct2, tiny_llama):
     params = SP(max_tokens=6, temperature=0, ignore_eos=True)
     plain = ct2.generate(["a", "bb bb"], params)

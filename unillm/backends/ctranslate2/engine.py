@@ -164,7 +164,6 @@ class CTranslate2Engine(Engine):
                                              trust_remote_code=options.trust_remote_code))
         self.metadata = read_metadata(self.path)
         self.vocabulary = _read_vocabulary(self.path)
-        self._token_index = {t: i for i, t in enumerate(self.vocabulary)}
         self.tokenizer = self._load_tokenizer()
         self.context_length = self.metadata.get("context_length")
         self.seeded_reloads = 0
@@ -203,8 +202,8 @@ class CTranslate2Engine(Engine):
             ) from exc
         eos = set(self.metadata.get("eos_token_ids") or ())
         ct2_eos = _read_json(os.path.join(self.path, "config.json")).get("eos_token")
-        if ct2_eos in self._token_index:  # CTranslate2's own default end token
-            eos.add(self._token_index[ct2_eos])
+        if ct2_eos in self.vocabulary:  # CTranslate2's own default end token
+            eos.add(self.vocabulary.index(ct2_eos))
         return HFTokenizer(hf, extra_eos_ids=eos)
 
     def _new_generator(self):
@@ -362,7 +361,8 @@ class CTranslate2Engine(Engine):
 
         generator.generate_batch(rows.tokens, callback=callback, **kwargs)
 
-    def _finish(self, token: int | None, end: set[int], p: SamplingParams) -> tuple[str | None, int | None]:
+    @staticmethod
+    def _finish(token: int | None, end: set[int], p: SamplingParams) -> tuple[str | None, int | None]:
         """(finish_reason, stop_reason) if `token` ends a sample by itself, else (None, None)."""
         if token in end:
             return "stop", token if token in p.stop_token_ids else None
