@@ -32,7 +32,9 @@ PROMPTS = [
 
 ENGINE_OPTIONS = {
     "transformers": {"dtype": "float32"},
-    "ctranslate2": {"compute_type": "float32"},
+    # One thread: on a small shared machine, CTranslate2's OpenMP threads spinning against
+    # other processes make both sides' timings swing by 10x; the ratio is what is measured.
+    "ctranslate2": {"compute_type": "float32", "intra_threads": 1},
     "vllm": {"dtype": "float32"},
 }
 
@@ -80,16 +82,27 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra engine option (value parsed as JSON when it can be), e.g. "
+                    "--option batch_token_times=true; repeatable")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    extra = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key] = value
 
     model = str(build_test_model(args.preset))
     rows = []
     for engine in args.engines.split(","):
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             row = measure(engine, model, batch, args.max_tokens, args.repeats, args.warmup,
-                          ENGINE_OPTIONS.get(engine, {}))
+                          {**ENGINE_OPTIONS.get(engine, {}), **extra})
             row["preset"] = args.preset
+            row["options"] = extra
             rows.append(row)
             print(f"{engine:14s} batch {batch:3d}  unillm {row['median_unillm_s'] * 1000:8.2f} ms  "
                   f"direct {row['median_direct_s'] * 1000:8.2f} ms  ratio {row['ratio']:.3f}",

@@ -36,6 +36,13 @@ class Target:
 CONFIGURED: list[Target] = [
     Target("transformers", "transformers", {"dtype": "float32"}),
     Target("transformers-minimal", "transformers-minimal", {"dtype": "float32"}),
+    Target("ctranslate2", "ctranslate2", {"compute_type": "float32"}),
+    # The same engine through its per-token callback in batch calls too (timing on).
+    Target("ctranslate2-timed", "ctranslate2", {"compute_type": "float32", "batch_token_times": True},
+           presets=("llama-tiny",)),
+    Target("ctranslate2-int8", "ctranslate2", {"compute_type": "int8"}, exact=False,
+           inexact_reason="int8 weights: greedy ids may differ from the float32 reference",
+           presets=("llama-tiny",)),
 ]
 
 

@@ -20,18 +20,19 @@ defaults leak into generation fails the greedy-parity tests instead of passing s
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import sysconfig
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ..cache import build_into as _build_into
+from ..cache import cache_root
+from ..cache import file_lock as _file_lock
 
 log = logging.getLogger("unillm.testing")
 
@@ -105,11 +106,6 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 
-def cache_root() -> Path:
-    """Where built models live: $UNILLM_CACHE, else ~/.cache/unillm."""
-    return Path(os.environ.get("UNILLM_CACHE", Path.home() / ".cache" / "unillm"))
-
-
 def _corpus_files() -> list[Path]:
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     return sorted(p for p in stdlib.glob("*.py") if p.is_file())
@@ -127,29 +123,6 @@ def _corpus_digest() -> str:
         h.update(path.name.encode())
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _build_into(directory: Path, builder) -> None:
-    """Run `builder(tmp)` and rename tmp to `directory` only when it finished."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        builder(tmp)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def build_tokenizer(add_bos: bool, cache_dir: Path | None = None) -> Path:
