@@ -42,16 +42,6 @@ def test_checkpoint_generation_config_does_not_leak(hf_generator):
     assert out.engine_params["top_k"] == 0 and out.engine_params["do_sample"] is True
 
 
-def test_per_prompt_params_run_grouped_and_return_in_order(hf_generator):
-    prompts = ["one", "two", "three", "four"]
-    params = [SP(max_tokens=k, temperature=0, ignore_eos=True) for k in (3, 7, 3, 5)]
-    outs = hf_generator.generate(prompts, params)
-    assert [o.prompt for o in outs] == prompts
-    assert [len(o.token_ids) for o in outs] == [3, 7, 3, 5]
-    for prompt, p, o in zip(prompts, params, outs):
-        assert o.token_ids == hf_generator.generate(prompt, p).token_ids
-
-
 def test_seeded_calls_leave_the_global_rng_alone(hf_generator):
     import torch
 
