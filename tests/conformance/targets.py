@@ -36,6 +36,9 @@ class Target:
 CONFIGURED: list[Target] = [
     Target("transformers", "transformers", {"dtype": "float32"}),
     Target("transformers-minimal", "transformers-minimal", {"dtype": "float32"}),
+    # float32 for exact parity; eager mode because torch.compile on CPU adds ~75 s to the first
+    # load of each model (the compiled path is the same vLLM engine, sampling included).
+    Target("vllm", "vllm", {"dtype": "float32", "enforce_eager": True}),
 ]
 
 
