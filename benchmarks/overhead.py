@@ -33,7 +33,7 @@ PROMPTS = [
 ENGINE_OPTIONS = {
     "transformers": {"dtype": "float32"},
     "ctranslate2": {"compute_type": "float32"},
-    "vllm": {"dtype": "float32"},
+    "vllm": {"dtype": "float32", "enforce_eager": True},
 }
 
 
