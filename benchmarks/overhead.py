@@ -35,7 +35,7 @@ ENGINE_OPTIONS = {
     # One thread: on a small shared machine, CTranslate2's OpenMP threads spinning against
     # other processes make both sides' timings swing by 10x; the ratio is what is measured.
     "ctranslate2": {"compute_type": "float32", "intra_threads": 1},
-    "vllm": {"dtype": "float32"},
+    "vllm": {"dtype": "float32", "enforce_eager": True},
 }
 
 

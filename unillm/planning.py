@@ -74,7 +74,11 @@ def plan(
         replicas = (engine_params,) * replicas_n
 
     rules = StopRules(
-        stop=params.stop if "stop" in emulated else (),
+        # Stop strings are matched here even when the engine stops at them natively: the ids it
+        # returns still contain the string, engines disagree on which of several strings wins,
+        # and a stream must hold back text that may turn out to be one. On text an engine has
+        # already cut, matching again changes nothing.
+        stop=params.stop,
         stop_token_ids=frozenset(params.stop_token_ids) if "stop_token_ids" in emulated
         else frozenset(),
         min_tokens=params.min_tokens,

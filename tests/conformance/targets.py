@@ -43,6 +43,9 @@ CONFIGURED: list[Target] = [
     Target("ctranslate2-int8", "ctranslate2", {"compute_type": "int8"}, exact=False,
            inexact_reason="int8 weights: greedy ids may differ from the float32 reference",
            presets=("llama-tiny",)),
+    # float32 for exact parity; eager mode because torch.compile on CPU adds ~75 s to the first
+    # load of each model (the compiled path is the same vLLM engine, sampling included).
+    Target("vllm", "vllm", {"dtype": "float32", "enforce_eager": True}),
 ]
 
 

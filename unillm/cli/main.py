@@ -21,6 +21,8 @@ err = Console(stderr=True)
 @app.command()
 def engines() -> None:
     """List every engine: installed, missing (with the install command) or broken."""
+    from rich.markup import escape
+
     import unillm
 
     table = Table(title="unillm engines")
@@ -33,7 +35,9 @@ def engines() -> None:
         detail = info.description if info.status == "installed" else (info.error or "")
         if info.status == "missing" and info.install_hint:
             detail += f"\ninstall: {info.install_hint}"
-        table.add_row(info.name, f"[{colours[info.status]}]{info.status}[/]", info.plugin, detail)
+        # escape: install hints hold "unillm[extra]", which rich would read as markup
+        table.add_row(info.name, f"[{colours[info.status]}]{info.status}[/]", escape(info.plugin),
+                      escape(detail))
     Console().print(table)
 
 
