@@ -36,6 +36,10 @@ class Target:
 CONFIGURED: list[Target] = [
     Target("transformers", "transformers", {"dtype": "float32"}),
     Target("transformers-minimal", "transformers-minimal", {"dtype": "float32"}),
+    # The same engine behind 2 Ray replicas (unillm.distributed): every semantic must survive
+    # the trip through the actors. Small CPU reservations so it fits beside other Ray tests.
+    Target("transformers-replicas", "transformers",
+           {"dtype": "float32", "replicas": 2, "num_cpus": 0.25}, presets=("llama-tiny",)),
 ]
 
 
