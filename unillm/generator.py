@@ -18,7 +18,7 @@ from .decoding import Final, SampleTracker, finalize
 from .engine import Engine, EngineRequest, EngineSequence, PartialBatchFailure, TokenEvent
 from .errors import BatchError, ContextLengthError, EngineError, GeneratorClosedError, UnillmError
 from .params import SamplingParams
-from .planning import Plan, plan
+from .planning import Plan, batch_groups, plan
 from .results import Chunk, Completion, Completions, Sample
 from .timing import RunTiming, Timing, TimingSource, now
 
@@ -197,12 +197,8 @@ class Generator:
     def _batches(self, jobs: list[_Job]) -> list[list[EngineRequest]]:
         """Engine calls for these jobs: one, or one per distinct params for uniform engines."""
         requests = [r for j in jobs for r in j.requests]
-        if self.engine.capabilities.batch_params == "per_request":
-            return [requests] if requests else []
-        groups: dict[SamplingParams, list[EngineRequest]] = {}
-        for r in requests:
-            groups.setdefault(r.params, []).append(r)
-        return list(groups.values())
+        return [[requests[i] for i in group]
+                for group in batch_groups(requests, self.engine.capabilities)]
 
     # -- finishing a call ------------------------------------------------------------------
     def _decode(self) -> Callable[[Sequence[int]], str] | None:
