@@ -335,8 +335,11 @@ class ReplicatedEngine(Engine):
         self.name = desc.engine
         self.replica_engine = desc.engine
         self.local = desc.local
-        # The driver's Generator may call concurrently: each replica serialises its own engine.
-        self.capabilities = replace(desc.capabilities, concurrent=True)
+        # The driver's Generator may call concurrently (each replica serialises its own
+        # engine), and hands over a whole call at once (per_request): it is balanced over the
+        # replicas as one, and each replica groups its share by parameters as its engine needs.
+        self.capabilities = replace(desc.capabilities, concurrent=True,
+                                    batch_params="per_request")
         self.context_length = desc.context_length
         self.nodes = [d.node for d in descriptions]
         self.balancer = Balancer(settings.replicas)

@@ -17,10 +17,12 @@ import pickle
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from ..engine import Engine, TokenEvent
+from ..planning import batch_groups
 from ..timing import now
 from .wire import Description, Reply, StreamBatch, WireRequest, WireResult, portable_error
 
@@ -44,13 +46,27 @@ class _Stream:
         self.thread.start()
 
     def _events(self, engine: Engine) -> Iterator[tuple[int, TokenEvent]]:
-        """``(index, event)`` for these requests: the engine's own batched stream when it has
-        one (`Engine.stream_batch`), else its `stream`, request after request."""
+        """``(index, event)`` for these requests, grouped as the engine takes a batch: each
+        group through the engine's own batched stream when it has one
+        (`Engine.stream_batch`), else through its `stream`, request after request."""
         batched = getattr(engine, "stream_batch", None)
-        if batched is not None and len(self.requests) > 1:
-            yield from batched(self.requests)
-            return
-        for index, request in enumerate(self.requests):
+        for group in batch_groups(self.requests, engine.capabilities):
+            live = [i for i in group if i not in self.aborted]
+            if batched is not None and len(live) > 1:
+                events = batched([self.requests[i] for i in live])
+                try:
+                    for local, event in events:
+                        yield live[local], event
+                finally:
+                    close = getattr(events, "close", None)
+                    if close is not None:
+                        close()  # stops the engine's batch if we were stopped
+            else:
+                yield from self._one_by_one(engine, live)
+
+    def _one_by_one(self, engine: Engine, indices: list[int]) -> Iterator[tuple[int, TokenEvent]]:
+        for index in indices:
+            request = self.requests[index]
             if index in self.aborted:
                 continue
             events = engine.stream(request)
@@ -161,16 +177,22 @@ class ReplicaWorker:
         return self._engine().info()
 
     def generate(self, wires: list[WireRequest]) -> Reply:
+        """Run this replica's share of a batch, one engine call per group of parameters the
+        engine takes together (the driver sends mixed parameters: it balances whole calls)."""
         start = now()
         engine = self._engine()
         decode = self.decode
         requests = [w.to_request(decode) for w in wires]
+        samples: list[Any] = [None] * len(requests)
         with self.engine_lock():
-            samples = engine.generate(requests)
+            for group in batch_groups(requests, engine.capabilities):
+                results = engine.generate([requests[i] for i in group])
+                if len(results) != len(group):
+                    raise RuntimeError(f"the engine returned {len(results)} results for "
+                                       f"{len(group)} requests")
+                for i, result in zip(group, results):
+                    samples[i] = result
         end = now()
-        if len(samples) != len(requests):
-            raise RuntimeError(f"the engine returned {len(samples)} results for "
-                               f"{len(requests)} requests")
         return Reply([WireResult.of(r, s, end) for r, s in zip(requests, samples)], end - start)
 
     def open_stream(self, stream_id: str, wires: list[WireRequest]) -> StreamBatch:
@@ -202,6 +224,11 @@ class ReplicaWorker:
             stream = self._streams.pop(stream_id, None)
         if stream is not None:
             stream.cancelled.set()
+
+    def cpu_seconds(self) -> float:
+        """CPU time this replica's process has used (all threads): lets a benchmark tell the
+        work done from the share of a busy machine it got."""
+        return time.process_time()
 
     def open_streams(self) -> int:
         with self._streams_lock:
