@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from .engine import Engine, EngineOptions
+from .engine import Engine
 from .errors import EngineError, InvalidParameterError, UnillmError, UnknownParameterError
 from .generator import Generator
 from .registry import EngineInfo, registry
 
+_Model = TypeVar("_Model", bound=BaseModel)
 
-def parse_options(engine: str, schema: type[EngineOptions], options: Mapping[str, Any]) -> EngineOptions:
-    """Validate engine options; an unknown or bad option names itself and what is allowed."""
-    owner = f"{engine} engine option"
+
+def parse_options(engine: str, schema: type[_Model], options: Mapping[str, Any], *,
+                  owner: str | None = None) -> _Model:
+    """Validate engine options (or another options schema, named by `owner`); an unknown or
+    bad option names itself and what is allowed."""
+    owner = owner or f"{engine} engine option"
     try:
         return schema(**options)
     except ValidationError as exc:

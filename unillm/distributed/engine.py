@@ -97,37 +97,35 @@ class _RemoteTokenizer:
 
 @dataclass
 class _Part:
-    """The requests of one batch call sent to one replica."""
+    """The requests of one call that one replica runs together (a batch, or a stream)."""
 
     replica: int
     indices: list[int]
     cost: int
     attempt: int
-    sent: float = field(default_factory=now)
+    stream_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    finished: bool = False
 
 
-class _BatchRun:
-    """One batch call's dispatch: which part went where, what came back, what to retry.
+class _Dispatch:
+    """What batch and streaming calls share: the requests on the wire, and what failed.
 
-    The waiting (`ray.wait` or asyncio) is the caller's; everything else is here, once for
-    the sync and the async path.
+    The waiting (`ray.wait` or asyncio) is the caller's; everything else is in the
+    subclasses, once for the sync and the async path.
     """
 
     def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
         self.engine = engine
         self.requests = list(requests)
         self.wires = [WireRequest.of(r) for r in self.requests]
-        self.start = now()
-        self.results: list[list[EngineSequence] | None] = [None] * len(self.requests)
         self.errors: dict[int, BaseException] = {}
-        self.engine_error: BaseException | None = None
 
-    def submit(self, indices: list[int], attempt: int = 0,
-               exclude: frozenset[int] = frozenset()) -> list[tuple[Any, _Part]]:
-        """Send these requests (split over the least loaded replicas); (ref, part) pairs."""
-        costs = [self.wires[k].cost for k in indices]
+    def _spread(self, indices: list[int], attempt: int, exclude: frozenset[int]) -> list[_Part]:
+        """These requests placed on the least loaded replicas, one part per replica (counted
+        as outstanding work until released); requests no replica can take fail."""
         try:
-            placed = self.engine.balancer.assign(costs, exclude, timeout=REPLICA_WAIT_S)
+            placed = self.engine.balancer.assign([self.wires[k].cost for k in indices], exclude,
+                                                 timeout=REPLICA_WAIT_S)
         except NoReplicaError as exc:
             for k in indices:
                 self.errors[k] = EngineError(self.engine.name, str(exc))
@@ -135,12 +133,25 @@ class _BatchRun:
         groups: dict[int, list[int]] = {}
         for k, replica in zip(indices, placed):
             groups.setdefault(replica, []).append(k)
-        sent = []
-        for replica, ks in groups.items():
-            part = _Part(replica, ks, sum(self.wires[k].cost for k in ks), attempt)
-            ref = self.engine.actors[replica].generate.remote([self.wires[k] for k in ks])
-            sent.append((ref, part))
-        return sent
+        return [_Part(replica, ks, sum(self.wires[k].cost for k in ks), attempt)
+                for replica, ks in groups.items()]
+
+
+class _BatchRun(_Dispatch):
+    """One batch call: which part went where, what came back, what to retry."""
+
+    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
+        super().__init__(engine, requests)
+        self.start = now()
+        self.results: list[list[EngineSequence] | None] = [None] * len(self.requests)
+        self.engine_error: BaseException | None = None
+
+    def submit(self, indices: list[int], attempt: int = 0,
+               exclude: frozenset[int] = frozenset()) -> list[tuple[Any, _Part]]:
+        """Send these requests, split over the least loaded replicas; (ref, part) pairs."""
+        return [(self.engine.actors[part.replica].generate.remote(
+                    [self.wires[k] for k in part.indices]), part)
+                for part in self._spread(indices, attempt, exclude)]
 
     def done(self, part: _Part, outcome: Reply | BaseException,
              received_at: float) -> list[tuple[Any, _Part]]:
@@ -173,62 +184,34 @@ class _BatchRun:
         return self.results  # type: ignore[return-value]
 
 
-@dataclass
-class _StreamPart:
-    """The requests of one streaming call that one replica streams together."""
-
-    replica: int
-    indices: list[int]
-    cost: int
-    attempt: int
-    stream_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    finished: bool = False
-
-
-class _StreamRun:
+class _StreamRun(_Dispatch):
     """One streaming call (one request, or a batch through `stream_batch`): which part
-    streams where, what reached the caller, what to retry. The waiting is the caller's
-    (`ray.wait` or asyncio); everything else is here, once."""
+    streams where, what reached the caller, what to retry."""
 
     def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
-        self.engine = engine
-        self.requests = list(requests)
-        self.wires = [WireRequest.of(r) for r in self.requests]
+        super().__init__(engine, requests)
         self.delivered = [0] * len(self.requests)  # events handed to the caller
         self.samples_done: list[set[int]] = [set() for _ in self.requests]
-        self.errors: dict[int, EngineError] = {}
-        self.parts: list[_StreamPart] = []
+        self.parts: list[_Part] = []
         self.aborts_sent: set[int] = set()
 
     def open(self, indices: list[int], attempt: int = 0,
-             exclude: frozenset[int] = frozenset()) -> list[tuple[Any, _StreamPart]]:
+             exclude: frozenset[int] = frozenset()) -> list[tuple[Any, _Part]]:
         """Start streaming these requests on the least loaded replicas: (ref, part) pairs,
         each ref the part's first batch of events."""
-        costs = [self.wires[k].cost for k in indices]
-        try:
-            placed = self.engine.balancer.assign(costs, exclude, timeout=REPLICA_WAIT_S)
-        except NoReplicaError as exc:
-            for k in indices:
-                self.errors[k] = EngineError(self.engine.name, str(exc))
-            return []
-        groups: dict[int, list[int]] = {}
-        for k, replica in zip(indices, placed):
-            groups.setdefault(replica, []).append(k)
         opened = []
-        for replica, ks in groups.items():
-            part = _StreamPart(replica, ks, sum(self.wires[k].cost for k in ks), attempt)
+        for part in self._spread(indices, attempt, exclude):
             self.parts.append(part)
-            ref = self.engine.actors[replica].open_stream.remote(
-                part.stream_id, [self.wires[k] for k in ks])
-            opened.append((ref, part))
+            opened.append((self.engine.actors[part.replica].open_stream.remote(
+                part.stream_id, [self.wires[k] for k in part.indices]), part))
         return opened
 
-    def _finish(self, part: _StreamPart) -> None:
+    def _finish(self, part: _Part) -> None:
         if not part.finished:
             part.finished = True
             self.engine.balancer.release(part.replica, part.cost)
 
-    def handle(self, part: _StreamPart, batch: StreamBatch) -> tuple[list[tuple[int, TokenEvent]], Any]:
+    def handle(self, part: _Part, batch: StreamBatch) -> tuple[list[tuple[int, TokenEvent]], Any]:
         """The ``(request index, event)`` pairs to hand on, and the ref of the part's next
         batch (None once it has ended)."""
         batch.apply([self.requests[k] for k in part.indices], part.replica)
@@ -246,7 +229,7 @@ class _StreamRun:
             return events, None
         return events, self.engine.actors[part.replica].poll_stream.remote(part.stream_id)
 
-    def failed(self, part: _StreamPart, exc: BaseException) -> list[tuple[Any, _StreamPart]]:
+    def failed(self, part: _Part, exc: BaseException) -> list[tuple[Any, _Part]]:
         """A call to the part's replica raised: re-open what may be retried, record the rest."""
         self._finish(part)
         if not _is_replica_failure(exc):
@@ -333,7 +316,6 @@ class ReplicatedEngine(Engine):
         desc = descriptions[0]
         super().__init__(model, desc.options)
         self.name = desc.engine
-        self.replica_engine = desc.engine
         self.local = desc.local
         # The driver's Generator may call concurrently (each replica serialises its own
         # engine), and hands over a whole call at once (per_request): it is balanced over the
@@ -403,12 +385,9 @@ class ReplicatedEngine(Engine):
 
     # -- replica health --------------------------------------------------------------------
     def _any_actor(self):
-        snap = self.balancer.snapshot() if hasattr(self, "balancer") else None
-        if snap is not None:
-            for i, up in enumerate(snap["up"]):
-                if up:
-                    return self.actors[i]
-        return self.actors[0]
+        """A replica that is up (the first, if none is: its calls then fail clearly)."""
+        up = self.balancer.snapshot()["up"]
+        return self.actors[up.index(True) if True in up else 0]
 
     def _replica_failed(self, replica: int, exc: BaseException) -> None:
         """Take the replica out of rotation and watch for Ray's restart of it."""
@@ -539,7 +518,7 @@ class ReplicatedEngine(Engine):
 
     async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
         run = _StreamRun(self, [request])
-        tasks: dict[asyncio.Future, _StreamPart] = {}
+        tasks: dict[asyncio.Future, _Part] = {}
         try:
             # open() may wait for a replica to come back: never on the event loop.
             for ref, part in await asyncio.to_thread(run.open, [0]):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from ..errors import InvalidParameterError
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_CONCURRENCY = 64
 """Calls one replica actor accepts at once (threads): concurrent batch calls and open streams.
@@ -38,17 +36,10 @@ class ReplicaSettings(BaseModel):
 
     @classmethod
     def parse(cls, **given: Any) -> ReplicaSettings:
-        try:
-            return cls(**given)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = str(first["loc"][0]) if first["loc"] else ""
-            info = cls.model_fields.get(field)
-            allowed = first.get("msg", "")
-            if info is not None and info.description:
-                allowed = f"{allowed} ({info.description})"
-            raise InvalidParameterError(field, first.get("input"), allowed,
-                                        owner="unillm.load") from None
+        """Validated, or an error naming the argument and what it allows."""
+        from ..loading import parse_options
+
+        return parse_options("", cls, given, owner="unillm.load")
 
     def actor_options(self) -> dict[str, Any]:
         """Options for `ray.remote(...).options(...)`: resources, restarts, concurrency.
