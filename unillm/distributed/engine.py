@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..engine import Engine, EngineRequest, EngineSequence, PartialBatchFailure, TokenEvent
-from ..errors import EngineError, UnillmError
+from ..errors import EngineError, InvalidParameterError, UnillmError
 from ..timing import now
 from . import cluster
 from .balancer import Balancer, NoReplicaError
@@ -337,8 +337,6 @@ class ReplicatedEngine(Engine):
         for name, per in (("num_cpus", s.num_cpus), ("num_gpus", s.num_gpus)):
             have = total.get("CPU" if name == "num_cpus" else "GPU", 0.0)
             if per * s.replicas > have:
-                from ..errors import InvalidParameterError
-
                 raise InvalidParameterError(
                     name, per, f"{s.replicas} replicas x {per} exceeds the {have:g} this "
                     f"machine's Ray has; lower {name} (fractions are allowed) or replicas",
