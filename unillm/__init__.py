@@ -7,8 +7,18 @@
 Importing unillm imports no engine: each engine imports its library when it is loaded.
 """
 
-from .engine import Capabilities, Engine, EngineOptions, EngineRequest, EngineSequence, Knob, TokenEvent
+from .engine import (
+    Capabilities,
+    Engine,
+    EngineOptions,
+    EngineRequest,
+    EngineSequence,
+    Knob,
+    PartialBatchFailure,
+    TokenEvent,
+)
 from .errors import (
+    BatchError,
     ContextLengthError,
     EngineError,
     EngineNotFoundError,
@@ -31,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncStream",
+    "BatchError",
     "Capabilities",
     "Chunk",
     "Completion",
@@ -49,6 +60,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidPromptError",
     "Knob",
+    "PartialBatchFailure",
     "RunTiming",
     "Sample",
     "SamplingParams",

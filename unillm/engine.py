@@ -147,6 +147,24 @@ class TokenEvent:
     output_tokens: int | None = None
 
 
+class PartialBatchFailure(Exception):
+    """Raised by `Engine.generate` / `agenerate` when only some requests of a batch failed.
+
+    An engine that runs a batch in several independent pieces (unillm's Ray replicas, an HTTP
+    engine sending one request per prompt) raises this instead of a plain exception, so the
+    requests that did complete are not thrown away: `results[i]` holds request i's samples, or
+    None where it failed, and `errors[i]` the reason. The caller gets a `unillm.BatchError`
+    carrying the completed prompts' `Completion`s and each failed prompt's error.
+    """
+
+    def __init__(self, results: Sequence[list[EngineSequence] | None],
+                 errors: Mapping[int, BaseException]):
+        self.results = list(results)
+        self.errors = dict(errors)
+        first = next(iter(self.errors.values()), None)
+        super().__init__(f"{len(self.errors)} of {len(self.results)} requests failed: {first}")
+
+
 class EngineOptions(BaseModel):
     """Base of each engine's options schema: unknown options are an error naming them."""
 

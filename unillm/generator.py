@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from typing import Any, TypedDict, overload
 
 from .decoding import Final, SampleTracker, finalize
-from .engine import Engine, EngineRequest, EngineSequence, TokenEvent
-from .errors import ContextLengthError, EngineError, GeneratorClosedError, UnillmError
+from .engine import Engine, EngineRequest, EngineSequence, PartialBatchFailure, TokenEvent
+from .errors import BatchError, ContextLengthError, EngineError, GeneratorClosedError, UnillmError
 from .params import SamplingParams
-from .planning import Plan, plan
+from .planning import Plan, batch_groups, plan
 from .results import Chunk, Completion, Completions, Sample
 from .timing import RunTiming, Timing, TimingSource, now
 
@@ -32,6 +32,7 @@ class TokensPrompt(TypedDict):
 PromptLike = str | TokensPrompt
 Messages = Sequence[Mapping[str, Any]]
 _Results = dict[EngineRequest, list[EngineSequence]]
+_Failures = dict[EngineRequest, UnillmError]
 
 
 class InvalidPromptError(UnillmError, ValueError):
@@ -196,12 +197,8 @@ class Generator:
     def _batches(self, jobs: list[_Job]) -> list[list[EngineRequest]]:
         """Engine calls for these jobs: one, or one per distinct params for uniform engines."""
         requests = [r for j in jobs for r in j.requests]
-        if self.engine.capabilities.batch_params == "per_request":
-            return [requests] if requests else []
-        groups: dict[SamplingParams, list[EngineRequest]] = {}
-        for r in requests:
-            groups.setdefault(r.params, []).append(r)
-        return list(groups.values())
+        return [[requests[i] for i in group]
+                for group in batch_groups(requests, self.engine.capabilities)]
 
     # -- finishing a call ------------------------------------------------------------------
     def _decode(self) -> Callable[[Sequence[int]], str] | None:
@@ -248,14 +245,29 @@ class Generator:
             emulated=job.plan.emulated,
         )
 
-    def _collect(self, jobs: list[_Job], done: _Results, start: float, end: float) -> Completions:
+    def _collect(
+        self, jobs: list[_Job], done: _Results, start: float, end: float,
+        failed: _Failures | None = None,
+    ) -> Completions:
+        """The call's `Completions`, or `BatchError` if some requests failed (see
+        `PartialBatchFailure`): a prompt fails when any of its engine requests did."""
         out = []
-        for job in jobs:
+        errors: dict[int, UnillmError] = {}
+        partial: list[Completion | None] = []
+        for index, job in enumerate(jobs):
+            error = next((failed[r] for r in job.requests if failed and r in failed), None)
+            if error is not None:
+                errors[index] = error
+                partial.append(None)
+                continue
             samples: list[Sample] = []
             for req in job.requests:
                 for seq in done[req]:
                     samples.append(self._sample(job, req, seq, len(samples), start, end))
             out.append(self._completion(job, samples))
+            partial.append(out[-1])
+        if errors:
+            raise BatchError(self.engine_name, errors, partial)
         prompt_tokens = [s.timing.prompt_tokens for c in out for s in c.samples[:1]]
         run = RunTiming(
             wall=end - start, requests=len(out),
@@ -272,6 +284,26 @@ class Generator:
                 self.engine_name, f"returned {len(results)} results for {len(batch)} requests"
             )
         done.update(zip(batch, results))
+
+    def _store_partial(
+        self, done: _Results, failed: _Failures, batch: list[EngineRequest],
+        partial: PartialBatchFailure,
+    ) -> None:
+        """Keep what an engine completed of a batch, and why the rest failed."""
+        if len(partial.results) != len(batch):
+            raise EngineError(
+                self.engine_name, f"returned {len(partial.results)} results for {len(batch)} requests"
+            )
+        for i, (req, result) in enumerate(zip(batch, partial.results)):
+            if result is not None and i not in partial.errors:
+                done[req] = result
+                continue
+            exc = partial.errors.get(i) or EngineError(self.engine_name, "no result")
+            if not isinstance(exc, UnillmError):
+                wrapped = EngineError(self.engine_name, f"{type(exc).__name__}: {exc}")
+                wrapped.__cause__ = exc
+                exc = wrapped
+            failed[req] = exc
 
     @contextmanager
     def _engine_call(self):
@@ -312,12 +344,16 @@ class Generator:
 
     def _run_batch(self, jobs: list[_Job]) -> Completions:
         done: _Results = {}
+        failed: _Failures = {}
         start = now()
         for batch in self._batches(jobs):
             with self._engine_call():
-                self._store(done, batch, self.engine.generate(batch))
+                try:
+                    self._store(done, batch, self.engine.generate(batch))
+                except PartialBatchFailure as partial:
+                    self._store_partial(done, failed, batch, partial)
         end = now()
-        return self._collect(jobs, done, start, end)
+        return self._collect(jobs, done, start, end, failed)
 
     @overload
     async def agenerate(self, prompts: PromptLike, params: SamplingParams | None = None) -> Completion: ...
@@ -340,12 +376,15 @@ class Generator:
 
     async def _arun_batch(self, jobs: list[_Job]) -> Completions:
         done: _Results = {}
+        failed: _Failures = {}
         start = now()
         batches = self._batches(jobs)
         if self._native_async("agenerate"):
             async def one(batch: list[EngineRequest]) -> None:
                 try:
                     self._store(done, batch, await self.engine.agenerate(batch))
+                except PartialBatchFailure as partial:
+                    self._store_partial(done, failed, batch, partial)
                 except UnillmError:
                     raise
                 except Exception as exc:
@@ -356,11 +395,14 @@ class Generator:
             def run_all() -> None:
                 for batch in batches:
                     with self._engine_call():
-                        self._store(done, batch, self.engine.generate(batch))
+                        try:
+                            self._store(done, batch, self.engine.generate(batch))
+                        except PartialBatchFailure as partial:
+                            self._store_partial(done, failed, batch, partial)
 
             await asyncio.to_thread(run_all)
         end = now()
-        return self._collect(jobs, done, start, end)
+        return self._collect(jobs, done, start, end, failed)
 
     # -- chat ------------------------------------------------------------------------------
     @staticmethod

@@ -46,6 +46,10 @@ CONFIGURED: list[Target] = [
     # float32 for exact parity; eager mode because torch.compile on CPU adds ~75 s to the first
     # load of each model (the compiled path is the same vLLM engine, sampling included).
     Target("vllm", "vllm", {"dtype": "float32", "enforce_eager": True}),
+    # The same engine behind 2 Ray replicas (unillm.distributed): every semantic must survive
+    # the trip through the actors. Small CPU reservations so it fits beside other Ray tests.
+    Target("transformers-replicas", "transformers",
+           {"dtype": "float32", "replicas": 2, "num_cpus": 0.25}, presets=("llama-tiny",)),
 ]
 
 
