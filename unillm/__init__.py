@@ -19,7 +19,15 @@ from .errors import (
     UnknownParameterError,
     UnsupportedParameterError,
 )
-from .generator import AsyncStream, Generator, InvalidPromptError, Stream, TokensPrompt
+from .generator import (
+    AsyncStream,
+    Generator,
+    InvalidPromptError,
+    MultiStream,
+    Prepared,
+    Stream,
+    TokensPrompt,
+)
 from .hookspecs import hookimpl
 from .loading import load
 from .params import SamplingParams
@@ -49,6 +57,8 @@ __all__ = [
     "InvalidParameterError",
     "InvalidPromptError",
     "Knob",
+    "MultiStream",
+    "Prepared",
     "RunTiming",
     "Sample",
     "SamplingParams",
