@@ -213,3 +213,15 @@ def test_direct_scheduling_gives_the_same_outputs(hf_generator):
             "model": MODEL, "prompt": texts[0], "max_tokens": 8, "temperature": 0}).json()
         assert out["choices"][0]["text"] == expected[0].text
         assert metric(live.url, "unillm_requests_in_flight") == 0
+
+        body = {"model": MODEL, "max_tokens": 500, "temperature": 0, "ignore_eos": True,
+                "stream": True}
+
+        async def drop():
+            await asyncio.wait_for(asyncio.gather(*(
+                _drop_mid_stream(live.port, {**body, "prompt": p}) for p in texts[:3])), 120)
+
+        asyncio.run(drop())
+        assert _wait_for_metric(live.url, "unillm_requests_in_flight", 0) == 0
+        assert _wait_for_metric(live.url, "unillm_request_finished_total", 10) == 10
+        assert metric(live.url, "unillm_request_finished_total", {"finish_reason": "abort"}) == 3

@@ -33,9 +33,9 @@ def serve(
         help="auto, batch (micro-batching) or direct (the engine schedules)")] = "auto",
     max_batch_size: Annotated[int, typer.Option(help="requests per engine batch")] = 64,
     batch_wait_ms: Annotated[float, typer.Option(
-        help="quiet time that ends a gathering batch")] = 5.0,
+        help="quiet time (at least) that ends a gathering batch")] = 5.0,
     max_batch_wait_ms: Annotated[float, typer.Option(
-        help="longest a request waits for others to join its batch")] = 50.0,
+        help="longest a request ever waits for others to join its batch")] = 500.0,
     max_queue: Annotated[int, typer.Option(help="requests waiting for the engine; past it 429")] = 512,
     max_concurrency: Annotated[int, typer.Option(
         help="direct scheduling: requests handed to the engine at once")] = 256,

@@ -207,6 +207,7 @@ class _Server:
             for payload in opening:
                 yield sse(payload)
             done: list[Completion] = []
+            out: list[str] = []  # events not sent yet: several go in one write when we lag
             try:
                 for p, ticket in enumerate(tickets):
                     clock = RequestClock(self.metrics, arrival)
@@ -217,10 +218,16 @@ class _Server:
                             clock.tokens(len(item.token_ids), time.monotonic())
                             payload = render(p, item)
                             if payload is not None:
-                                yield sse(payload)
+                                out.append(sse(payload))
                         else:
                             done.append(item)
+                        if out and not ticket.has_ready():
+                            yield "".join(out)
+                            out.clear()
                     clock.done(time.monotonic())
+                if out:
+                    yield "".join(out)
+                    out.clear()
                 for payload in closing(done):
                     yield sse(payload)
             except Exception as exc:  # noqa: BLE001 - reported in the stream, as vLLM does

@@ -14,9 +14,9 @@ class ServeConfig:
 
     Scheduling: ``direct`` hands each request straight to the engine (engines that schedule
     concurrent requests themselves: vLLM's async engine, HTTP engines); ``batch`` gathers
-    requests into native batches (micro-batching: it waits at most `batch_wait` for a burst
-    to end, and at most `max_batch_wait` in all); ``auto`` picks ``direct`` for engines that
-    declare `concurrent` and have a native `astream`, else ``batch``.
+    requests into native batches (micro-batching, see `scheduler.MicroBatcher` for how long
+    it waits); ``auto`` picks ``direct`` for engines that declare `concurrent` and have a
+    native `astream`, else ``batch``.
     """
 
     served_model_name: str
@@ -24,7 +24,8 @@ class ServeConfig:
     scheduling: Scheduling = "auto"
     max_batch_size: int = 64
     batch_wait: float = 0.005  # seconds without a new arrival that end a gathering batch
-    max_batch_wait: float = 0.05  # the longest a request waits for others to join its batch
+    # (at least; longer while batches take long, see MicroBatcher)
+    max_batch_wait: float = 0.5  # the longest a request ever waits for others to join it
     max_queue: int = 512  # requests waiting for the engine; past it, 429
     max_concurrency: int = 256  # direct scheduling: requests the engine gets at once
     max_tokens_cap: int = 4096  # the largest max_tokens a request may ask for

@@ -5,11 +5,17 @@ Two schedulers behind one interface (`submit` -> `Ticket`):
 - `MicroBatcher` for engines that run one batch at a time (transformers, CTranslate2,
   llama.cpp): requests queue; when the engine is free, the oldest request and every queued
   request that can share its native batch (same engine parameters, up to `max_batch_size`)
-  run as one `Generator.stream_many` call. A request waits for others to join only while a
-  burst is still arriving (`batch_wait` of quiet ends it) and never longer than
-  `max_batch_wait` in all. Streams are batched where the engine can stream a batch
-  (`Generator.batches_streams`); elsewhere non-streaming requests still share a native
+  run as one `Generator.stream_many` call. Streams are batched where the engine can stream a
+  batch (`Generator.batches_streams`); elsewhere non-streaming requests still share a native
   `generate` batch and streams run one after another.
+
+  How long to wait for others: a request that just misses a batch waits for the whole batch
+  to finish, so waiting a small fraction of a batch's duration for a burst's stragglers is
+  cheap, and waiting longer is not. The gathering ends after a quiet spell with no new
+  arrival (`batch_wait`, or 2 % of the recent batch duration if longer: a busy event loop
+  admits a burst slowly) and at most 10 % of the recent batch duration after the oldest
+  request arrived (at least the quiet spell, never more than `max_batch_wait`). A lone
+  request on an idle server waits one quiet spell.
 - `DirectScheduler` for engines that schedule concurrent requests themselves (vLLM's async
   engine, HTTP engines): each request goes to the engine's own `astream` at once, up to
   `max_concurrency` at a time.
@@ -25,12 +31,12 @@ import abc
 import asyncio
 import collections
 import math
+import threading
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any
 
-from .._threads import iterate_in_thread
-from ..generator import Generator, Prepared
+from ..generator import Generator, MultiStream, Prepared
 from ..results import Chunk, Completion, Completions
 from .config import ServeConfig
 from .metrics import ServeMetrics
@@ -61,6 +67,11 @@ class Ticket(abc.ABC):
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[Item]: ...
+
+    def has_ready(self) -> bool:
+        """True when `events()` has another item that would come without waiting (a writer
+        that lags behind the engine then sends several in one write)."""
+        return False
 
     def close(self) -> None:
         if self.closed:
@@ -127,6 +138,9 @@ class _BatchTicket(Ticket):
             if isinstance(item, Completion):
                 return
 
+    def has_ready(self) -> bool:
+        return not self.items.empty()
+
     def deliver(self, item: Item | BaseException) -> None:
         if isinstance(item, (Completion, BaseException)):
             self.finished = True
@@ -149,7 +163,7 @@ class MicroBatcher(Scheduler):
         self._last_arrival = 0.0
         self._task: asyncio.Task | None = None
         self._stopping = False
-        self._batch_seconds = 1.0  # moving average, for Retry-After
+        self._batch_seconds = 0.0  # moving average of batch durations (0: none ran yet)
         self._per_request = gen.capabilities.batch_params == "per_request"
 
     def submit(self, prepared: Prepared, *, stream: bool) -> Ticket:
@@ -167,6 +181,13 @@ class MicroBatcher(Scheduler):
     def retry_after(self) -> int:
         """Seconds until the queue has likely moved by one batch."""
         return max(1, math.ceil(self._batch_seconds))
+
+    def _waits(self) -> tuple[float, float]:
+        """(quiet spell, longest wait) for the batch being gathered (see the module doc)."""
+        cfg = self.config
+        quiet = min(max(cfg.batch_wait, 0.02 * self._batch_seconds), cfg.max_batch_wait)
+        longest = min(max(quiet, 0.1 * self._batch_seconds), cfg.max_batch_wait)
+        return quiet, longest
 
     def _key(self, ticket: _BatchTicket) -> Hashable:
         """Tickets with equal keys may share a native batch."""
@@ -212,13 +233,14 @@ class MicroBatcher(Scheduler):
 
     async def _gather(self) -> list[_BatchTicket]:
         cfg = self.config
+        quiet, longest = self._waits()
         while self._queue:
             oldest = self._queue[0]
             same = sum(1 for t in self._queue if t.key == oldest.key)
             if same >= cfg.max_batch_size or self._stopping:
                 break
             now = time.monotonic()
-            until = min(oldest.arrival + cfg.max_batch_wait, self._last_arrival + cfg.batch_wait)
+            until = min(oldest.arrival + longest, self._last_arrival + quiet)
             if now >= until:
                 break
             self._arrived.clear()
@@ -254,7 +276,8 @@ class MicroBatcher(Scheduler):
         finally:
             self.metrics.batches_running.dec()
             elapsed = time.monotonic() - started
-            self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * elapsed
+            self._batch_seconds = (elapsed if not self._batch_seconds
+                                   else 0.8 * self._batch_seconds + 0.2 * elapsed)
 
     async def _run_streams(self, batch: list[_BatchTicket]) -> None:
         multi = self.gen.stream_many([t.prepared for t in batch])
@@ -262,14 +285,14 @@ class MicroBatcher(Scheduler):
             t.running = (multi, index)
             if t.closed:  # the client left while the batch was being formed
                 multi.cancel(index)
-        items = iterate_in_thread(lambda: multi)
-        try:
-            async for index, item in items:
+
+        def deliver(items: list[tuple[int, Item]]) -> None:
+            for index, item in items:
                 if isinstance(item, Completion):
                     self._count_tokens(item)
                 batch[index].deliver(item)
-        finally:
-            await items.aclose()  # type: ignore[attr-defined]  # stops the engine if we leave early
+
+        await _pump(multi, deliver)
 
     async def _run_generate(self, batch: list[_BatchTicket]) -> None:
         for t in batch:
@@ -278,6 +301,66 @@ class MicroBatcher(Scheduler):
         for t, completion in zip(batch, results):
             self._count_tokens(completion)
             t.deliver(completion)
+
+
+async def _pump(multi: MultiStream, deliver: Callable[[list[tuple[int, Item]]], None]) -> None:
+    """Run `multi` in a worker thread, handing its items to `deliver` on the event loop.
+
+    Items are handed over in bursts (one loop wake-up per burst, not per token): a batch of
+    64 streams yields 64 items per engine step, and waking the loop for each would cost more
+    than the step itself on a small model. If the caller is cancelled, the worker stops the
+    engine (closes `multi`) at its next item.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[BaseException | None] = loop.create_future()
+    lock = threading.Lock()
+    pending: list[tuple[int, Item]] = []
+    scheduled = False
+    stop = threading.Event()
+
+    def drain() -> None:
+        nonlocal scheduled
+        with lock:
+            items = pending[:]
+            pending.clear()
+            scheduled = False
+        deliver(items)
+
+    def finish(exc: BaseException | None) -> None:
+        drain()
+        if not done.done():
+            done.set_result(exc)
+
+    def work() -> None:
+        nonlocal scheduled
+        error: BaseException | None = None
+        try:
+            for item in multi:
+                with lock:
+                    pending.append(item)
+                    wake = not scheduled
+                    scheduled = True
+                if wake:
+                    loop.call_soon_threadsafe(drain)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - raised in the event loop
+            error = exc
+        finally:
+            multi.close()
+        try:
+            loop.call_soon_threadsafe(finish, error)
+        except RuntimeError:  # the loop is gone
+            pass
+
+    threading.Thread(target=work, name="unillm-batch", daemon=True).start()
+    try:
+        error = await asyncio.shield(done)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    if error is not None:
+        raise error
 
 
 class _NotCancellable:
@@ -307,11 +390,12 @@ class _DirectTicket(Ticket):
                 async for chunk in stream:
                     yield chunk
             finally:
-                await stream.aclose()
+                await stream.aclose()  # stops the engine if the client left
+                if stream.completion is not None:
+                    sched._count_tokens(stream.completion)
             completion = stream.completion
             assert completion is not None
             self.finished = True
-            sched._count_tokens(completion)
             yield completion
         finally:
             sched._slots.release()
