@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, TypedDict, overload
+from typing import Any, TypedDict, TypeVar, overload
 
 from .decoding import Final, SampleTracker, finalize
 from .engine import Engine, EngineRequest, EngineSequence, TokenEvent
@@ -31,6 +31,7 @@ class TokensPrompt(TypedDict):
 
 
 PromptLike = str | TokensPrompt
+_T = TypeVar("_T")
 Messages = Sequence[Mapping[str, Any]]
 _Results = dict[EngineRequest, list[EngineSequence]]
 
@@ -482,18 +483,6 @@ class Generator:
         """
         return MultiStream(self, self._jobs(list(prompts), params))
 
-    def _locked_batch_events(
-        self, requests: list[EngineRequest]
-    ) -> Iterator[tuple[int, TokenEvent]]:
-        with self._engine_call():
-            events = self.engine.stream_batch(requests)
-            try:
-                yield from events
-            finally:
-                close = getattr(events, "close", None)
-                if close is not None:
-                    close()
-
     def _stream(self, job: _Job) -> Stream:
         assembler = _StreamAssembler(self, job)
         return Stream(self._stream_chunks(job, assembler), assembler)
@@ -503,8 +492,12 @@ class Generator:
         return AsyncStream(self._astream_chunks(job, assembler), assembler)
 
     def _locked_events(self, request: EngineRequest) -> Iterator[TokenEvent]:
+        return self._locked(lambda: self.engine.stream(request))
+
+    def _locked(self, start: Callable[[], Iterator[_T]]) -> Iterator[_T]:
+        """An engine stream under `_engine_call`, closed (engine stopped) however it ends."""
         with self._engine_call():
-            events = self.engine.stream(request)
+            events = start()
             try:
                 yield from events
             finally:
@@ -729,7 +722,8 @@ class MultiStream:
             live = [g for g in group if g[0] not in self._done]
             if not live:
                 continue
-            events = self._gen._locked_batch_events([r for _, _, r in live])
+            requests = [r for _, _, r in live]
+            events = self._gen._locked(lambda: self._gen.engine.stream_batch(requests))
             try:
                 for k, event in events:
                     yield from self._flush_cancelled()

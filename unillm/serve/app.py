@@ -199,8 +199,10 @@ class _Server:
 
     def stream(self, tickets: list[Ticket], arrival: float,
                render: Callable[[int, Chunk], dict[str, Any] | None],
-               opening: list[dict[str, Any]], closing: Callable[[list[Completion]], list[dict]],
+               opening: list[dict[str, Any]], usage: Callable[[list[Completion]], dict] | None,
                prompt_param: str) -> _EventStream:
+        """SSE: `opening` events, each chunk as `render` makes it, the `usage` event if asked
+        for, then ``[DONE]``; an engine failure mid-stream becomes an error event."""
         open_events: list[Any] = []
 
         async def body() -> AsyncIterator[str]:
@@ -228,8 +230,8 @@ class _Server:
                 if out:
                     yield "".join(out)
                     out.clear()
-                for payload in closing(done):
-                    yield sse(payload)
+                if usage is not None:
+                    yield sse(usage(done))
             except Exception as exc:  # noqa: BLE001 - reported in the stream, as vLLM does
                 yield sse(from_unillm(exc, {}, prompt_param).body())
             yield SSE_DONE
@@ -349,12 +351,11 @@ def create_app(gen: Generator, config: ServeConfig, *, owns_generator: bool = Fa
             return completion_chunk(rid, created, model, index, chunk.text, chunk.finish_reason,
                                     lp, include_usage)
 
-        def closing(done: list[Completion]) -> list[dict[str, Any]]:
-            if not include_usage:
-                return []
-            return [usage_chunk(rid, created, model, "text_completion", usage_of(done))]
+        def usage(done: list[Completion]) -> dict[str, Any]:
+            return usage_chunk(rid, created, model, "text_completion", usage_of(done))
 
-        return server.stream(tickets, arrival, render, [], closing, "prompt")
+        return server.stream(tickets, arrival, render, [], usage if include_usage else None,
+                             "prompt")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -387,12 +388,11 @@ def create_app(gen: Generator, config: ServeConfig, *, owns_generator: bool = Fa
             return chat_chunk(rid, created, model, chunk.index, delta, chunk.finish_reason, lp,
                               include_usage)
 
-        def closing(done: list[Completion]) -> list[dict[str, Any]]:
-            if not include_usage:
-                return []
-            return [usage_chunk(rid, created, model, "chat.completion.chunk", usage_of(done))]
+        def usage(done: list[Completion]) -> dict[str, Any]:
+            return usage_chunk(rid, created, model, "chat.completion.chunk", usage_of(done))
 
-        return server.stream(tickets, arrival, render, opening, closing, "messages")
+        return server.stream(tickets, arrival, render, opening,
+                             usage if include_usage else None, "messages")
 
     # Outermost last: count every status, then authenticate, then read the body.
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)

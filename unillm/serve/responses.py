@@ -114,30 +114,29 @@ def chat_response(rid: str, created: int, model: str, completion: Completion,
 
 
 # -- stream chunks -----------------------------------------------------------------------------
+def _chunk(rid: str, created: int, model: str, obj: str, choice: dict[str, Any],
+           with_usage: bool) -> dict[str, Any]:
+    chunk: dict[str, Any] = {"id": rid, "object": obj, "created": created, "model": model,
+                             "choices": [choice]}
+    if with_usage:  # OpenAI sends "usage": null in every chunk but the last when asked for it
+        chunk["usage"] = None
+    return chunk
+
+
 def completion_chunk(rid: str, created: int, model: str, index: int, text: str,
                      finish_reason: str | None, logprobs: dict[str, Any] | None = None,
                      with_usage: bool = False) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": rid, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"index": index, "text": text, "logprobs": logprobs,
-                     "finish_reason": finish_reason}],
-    }
-    if with_usage:
-        chunk["usage"] = None
-    return chunk
+    return _chunk(rid, created, model, "text_completion", {
+        "index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason,
+    }, with_usage)
 
 
 def chat_chunk(rid: str, created: int, model: str, index: int, delta: dict[str, Any],
                finish_reason: str | None, logprobs: dict[str, Any] | None = None,
                with_usage: bool = False) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                     "finish_reason": finish_reason}],
-    }
-    if with_usage:
-        chunk["usage"] = None
-    return chunk
+    return _chunk(rid, created, model, "chat.completion.chunk", {
+        "index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason,
+    }, with_usage)
 
 
 def usage_chunk(rid: str, created: int, model: str, obj: str,
