@@ -57,11 +57,6 @@ class _Job:
     claimed: bool = False
 
     @property
-    def prompt_tokens(self) -> int | None:
-        """Tokens in the prompt (None for text engines, which count on the server)."""
-        return len(self.prompt_ids) if self.prompt_ids is not None else None
-
-    @property
     def batch_key(self) -> tuple[SamplingParams, ...]:
         """Prepared prompts with equal keys can share one native batch on any engine
         (engines with ``batch_params="uniform"`` need equal engine parameters)."""
@@ -222,10 +217,9 @@ class Generator:
         return self._job(prompt, params or SamplingParams(), messages=messages)
 
     @staticmethod
-    def _claim(job: _Job) -> _Job:
+    def _unclaimed(job: _Job) -> _Job:
         if job.claimed:
             raise InvalidPromptError("a prepared prompt runs once: prepare() it again")
-        job.claimed = True
         return job
 
     def _jobs(
@@ -247,7 +241,7 @@ class Generator:
         if conversations is not None:
             jobs = [self._job(None, p, messages=m) for m, p in zip(conversations, per)]
         else:
-            jobs = [self._claim(pr) if isinstance(pr, _Job) else self._job(pr, p)
+            jobs = [self._unclaimed(pr) if isinstance(pr, _Job) else self._job(pr, p)
                     for pr, p in zip(prompts or (), per)]
         for job in jobs:
             job.claimed = True
@@ -723,7 +717,7 @@ class MultiStream:
             if not live:
                 continue
             requests = [r for _, _, r in live]
-            events = self._gen._locked(lambda: self._gen.engine.stream_batch(requests))
+            events = self._gen._locked(lambda r=requests: self._gen.engine.stream_batch(r))
             try:
                 for k, event in events:
                     yield from self._flush_cancelled()
