@@ -29,7 +29,15 @@ from .errors import (
     UnknownParameterError,
     UnsupportedParameterError,
 )
-from .generator import AsyncStream, Generator, InvalidPromptError, Stream, TokensPrompt
+from .generator import (
+    AsyncStream,
+    Generator,
+    InvalidPromptError,
+    MultiStream,
+    Prepared,
+    Stream,
+    TokensPrompt,
+)
 from .hookspecs import hookimpl
 from .loading import load
 from .params import SamplingParams
@@ -61,6 +69,8 @@ __all__ = [
     "InvalidPromptError",
     "Knob",
     "PartialBatchFailure",
+    "MultiStream",
+    "Prepared",
     "RunTiming",
     "Sample",
     "SamplingParams",

@@ -32,7 +32,11 @@ EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n"})
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """What the core needs from a model's tokenizer."""
+    """What the core needs from a model's tokenizer.
+
+    Optionally also `vocab_size` (an int), which a server uses to refuse token ids outside
+    the vocabulary before they reach (and fail) a shared batch.
+    """
 
     eos_token_ids: frozenset[int]
 
@@ -105,6 +109,16 @@ class EngineRequest:
     received: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int | None = None  # set by text engines from the server's usage figures
     metrics: dict[str, Any] = field(default_factory=dict)  # engine's own timing, if any
+    _aborted: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    def abort(self) -> None:
+        """Ask the engine to stop this request while the rest of its batch goes on (its caller
+        left, or an emulated stop fired). Thread-safe; see `Engine.stream_batch`."""
+        self._aborted.set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
 
     def should_stop(self, index: int, token_ids: Sequence[int]) -> bool:
         """Called by engines with `stop_hook` after each new token of sample `index`."""
@@ -197,6 +211,29 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         """Yield tokens as they are produced. Closing the iterator must stop generation."""
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """Stream a batch: yield ``(index into requests, event)`` as tokens are produced.
+
+        An engine that can stream several prompts in one native batch overrides this (a server
+        then batches streaming clients instead of running them one after another). It must
+        stop producing a request's tokens soon after `request.aborted` becomes true, without
+        ending the others; closing the iterator must stop the whole batch. This default is
+        correct but not batched: the requests stream one after another through `stream`.
+        """
+        for index, request in enumerate(requests):
+            if request.aborted:
+                continue
+            events = self.stream(request)
+            try:
+                for event in events:
+                    yield index, event
+                    if request.aborted:
+                        break
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
 
     async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
         """Async batch; engines with an async API override this, others run in a thread."""
