@@ -4,12 +4,16 @@ transformers engine and the tiny Llama, and helpers that talk to it like clients
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 pytest.importorskip("fastapi", reason="unillm serve needs the serve extra")
@@ -118,3 +122,43 @@ async def stream_completion(client, url: str, body: dict) -> dict:
                 if choice.get("finish_reason"):
                     out["finish"][i] = choice["finish_reason"]
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(model: str, *args: str, engine: str = "transformers",
+                  timeout: float = 180) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`unillm serve` as a user runs it: a subprocess on a free loopback port, healthy before
+    it is handed over, killed afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unillm.cli", "serve", "--engine", engine, "--model", model,
+         "--port", str(port), "--served-model-name", "tiny", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "UNILLM_API_KEY": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"unillm serve exited: {proc.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"unillm serve did not become healthy in {timeout:.0f} s")
+        time.sleep(0.2)
+    try:
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)

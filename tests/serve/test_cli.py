@@ -3,56 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from ..conftest import require_engine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import serve_process
 
 
 @pytest.fixture
 def served(tiny_llama):
     require_engine("transformers")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "unillm.cli", "serve", "--engine", "transformers", "--model",
-         tiny_llama, "--engine-option", "dtype=float32", "--port", str(port),
-         "--served-model-name", "tiny", "--shutdown-timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "UNILLM_API_KEY": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"unillm serve exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("unillm serve did not become healthy in 180 s")
-        time.sleep(0.2)
-    try:
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(30)
+    with serve_process(tiny_llama, "--engine-option", "dtype=float32",
+                       "--shutdown-timeout", "60") as running:
+        yield running
 
 
 def test_sigterm_lets_the_in_flight_stream_finish_then_exits(served):

@@ -46,6 +46,9 @@ def serve(
     shutdown_timeout: Annotated[float, typer.Option(
         help="seconds to let in-flight requests finish on SIGTERM/SIGINT")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    replicas: Annotated[int | None, typer.Option(
+        help="serve N copies of the engine on Ray (unillm.load(..., replicas=N)); "
+             "placement options such as num_gpus go in --engine-option")] = None,
 ) -> None:
     """Serve a model over OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models),
     with /health and Prometheus /metrics."""
@@ -63,6 +66,8 @@ def serve(
     options = parse_pairs(engine_option, "--engine-option")
     if trust_remote_code:
         options["trust_remote_code"] = True
+    if replicas is not None:
+        options["replicas"] = replicas
     try:
         config = ServeConfig(
             served_model_name=served_model_name or model, api_key=api_key or None,
