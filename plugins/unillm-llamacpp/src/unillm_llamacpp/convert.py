@@ -141,17 +141,31 @@ def cache_dir() -> Path:
     return cache_root() / "gguf"
 
 
+def _converter_digest() -> str:
+    """The converter's own source: a change to how files are written invalidates the cache."""
+    h = hashlib.sha256()
+    for name in ("architectures.py", "checkpoint.py", "convert.py", "types.py", "vocab.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_key(model_dir: Path, quantization: str) -> str:
-    """Identity of a conversion: the checkpoint's files (name, size, mtime), the type, and the
-    versions of what writes the file."""
-    import gguf
+    """Identity of a conversion: the checkpoint's files (name, size, mtime), the type, the
+    converter's source and the versions of the libraries whose behaviour ends up in the file
+    (transformers decides how the tokenizer is read)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:  # the conversion itself says what is missing
+            return "absent"
 
     files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weight_files(model_dir)]
-    versions = {"converter": CONVERTER_VERSION, "gguf": getattr(gguf, "__version__", "?")}
+    versions = {"converter": [CONVERTER_VERSION, _converter_digest()], "gguf": installed("gguf"),
+                "transformers": installed("transformers")}
     if quantization not in WRITTEN_DIRECTLY:
-        import llama_cpp
-
-        versions["llama_cpp"] = llama_cpp.__version__
+        versions["llama_cpp"] = installed("llama-cpp-python")
     blob = json.dumps([str(model_dir.resolve()), files, quantization, versions])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -191,6 +205,7 @@ def cached_gguf(
         tmp = Path(tmp_name)
         try:
             convert(model_dir, tmp, q, threads=threads)
+            tmp.chmod(0o644)  # mkstemp makes it private; the cache is shared
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
