@@ -7,8 +7,9 @@ f32 and f16 are written directly with the `gguf` package's writer, one tensor at
 stays at about one tensor); every other type is quantized from an f32 intermediate by llama.cpp
 itself (`llama_model_quantize`, what the `llama-quantize` tool runs), so quantized files are the
 ones llama.cpp would make. `cached_gguf` keeps conversions under $UNILLM_CACHE/gguf, keyed by the
-checkpoint's files and the type: a conversion is written to a temporary name and renamed when
-complete, under a file lock, so concurrent loads convert once and never read a partial file.
+checkpoint's files, the type, and the converter's own code and library versions: a conversion is
+written to a temporary name and renamed when complete, under a file lock, so concurrent loads
+convert once and never read a partial file.
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ from .types import QUANTIZATION_TYPES, WRITTEN_DIRECTLY
 from .vocab import UnsupportedTokenizerError, write_vocab
 
 log = logging.getLogger("unillm.llamacpp.convert")
-
-CONVERTER_VERSION = 1  # bump when the output for the same input changes
-
 
 class ConversionError(UnillmError, ValueError):
     """The checkpoint cannot be converted to GGUF (unsupported architecture, tokenizer, type)."""
@@ -82,19 +80,21 @@ def _write_gguf(model_dir: Path, out: Path, dtype: str) -> None:
         dt = np.dtype(out_dtype(item.shape))
         nbytes = int(np.prod(item.shape)) * dt.itemsize
         writer.add_tensor_info(item.name, item.shape, dt, nbytes)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for item in plan:
-        data = np.asarray(item.source.load(), dtype=np.float32)
-        if item.transform is not None:
-            data = item.transform(data)
-        data = np.ascontiguousarray(data, dtype=out_dtype(item.shape))
-        if data.shape != item.shape:  # pragma: no cover - a planning bug
-            raise ConversionError(f"{item.name}: planned shape {item.shape}, got {data.shape}")
-        log.debug("%s <- %s %s", item.name, item.source.name, item.shape)
-        writer.write_tensor_data(data)
-    writer.close()
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for item in plan:  # one tensor in memory at a time
+            data = np.asarray(item.source.load(), dtype=np.float32)
+            if item.transform is not None:
+                data = item.transform(data)
+            data = np.ascontiguousarray(data, dtype=out_dtype(item.shape))
+            if data.shape != item.shape:  # pragma: no cover - a planning bug
+                raise ConversionError(f"{item.name}: planned shape {item.shape}, got {data.shape}")
+            log.debug("%s <- %s %s", item.name, item.source.name, item.shape)
+            writer.write_tensor_data(data)
+    finally:
+        writer.close()
 
 
 def _quantize(src: Path, out: Path, quantization: str, threads: int | None) -> None:
@@ -162,7 +162,7 @@ def cache_key(model_dir: Path, quantization: str) -> str:
             return "absent"
 
     files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weight_files(model_dir)]
-    versions = {"converter": [CONVERTER_VERSION, _converter_digest()], "gguf": installed("gguf"),
+    versions = {"converter": _converter_digest(), "gguf": installed("gguf"),
                 "transformers": installed("transformers")}
     if quantization not in WRITTEN_DIRECTLY:
         versions["llama_cpp"] = installed("llama-cpp-python")

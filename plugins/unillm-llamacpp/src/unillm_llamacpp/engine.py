@@ -16,6 +16,7 @@ the logits, as transformers and vLLM do.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import weakref
@@ -292,31 +293,30 @@ class LlamaCppEngine(Engine):
         times: list[float] = []
         logprobs: list[TokenLogprob] = []
         finish, reason = "length", None
-        for step in self._steps(request):
-            tokens.append(step.token)
-            times.append(step.time)
-            if step.logprob is not None:
-                logprobs.append(step.logprob)
-            if step.finish is not None:
-                finish, reason = step.finish, step.stop_reason
-                break
-            if request.should_stop(0, (step.token,)):
-                break  # an emulated stop string: unillm's finalize names it
+        with contextlib.closing(self._steps(request)) as steps:  # frees the chain on a break
+            for step in steps:
+                tokens.append(step.token)
+                times.append(step.time)
+                if step.logprob is not None:
+                    logprobs.append(step.logprob)
+                if step.finish is not None:
+                    finish, reason = step.finish, step.stop_reason
+                    break
+                if request.should_stop(0, (step.token,)):
+                    break  # an emulated stop string: unillm's finalize names it
         return EngineSequence(
             token_ids=tokens, finish_reason=finish, stop_reason=reason, token_times=times,
             logprobs=logprobs if request.params.logprobs is not None else None,
         )
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
-        steps = self._steps(request)
-        try:
+        # Closing this generator closes `steps` at once: generation stops, the chain is freed.
+        with contextlib.closing(self._steps(request)) as steps:
             for step in steps:
                 yield TokenEvent(
                     0, (step.token,), finish_reason=step.finish, stop_reason=step.stop_reason,
                     logprobs=[step.logprob] if step.logprob is not None else None,
                 )
-        finally:
-            steps.close()  # frees the sampler chain at once when the caller stops early
 
     def close(self) -> None:
         finalizer = getattr(self, "_finalizer", None)
