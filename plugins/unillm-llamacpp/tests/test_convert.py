@@ -117,14 +117,16 @@ def test_conversions_are_cached_per_model_and_type(hf_model, tmp_path, monkeypat
     for t in threads:
         t.join()
     assert calls == ["f16"], "concurrent callers must convert once"
-    assert len(set(paths)) == 1 and paths[0].parent == tmp_path
+    assert len(set(paths)) == 1 and paths[0].parent.parent == tmp_path
     mtime = paths[0].stat().st_mtime_ns
     assert convert.cached_gguf(model, "f16", root=tmp_path) == paths[0]
     assert paths[0].stat().st_mtime_ns == mtime
     other = convert.cached_gguf(model, "q8_0", root=tmp_path)
     assert other != paths[0] and calls == ["f16", "q8_0"]
-    leftovers = [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp" or p.is_dir()]
-    assert leftovers == []
+    # Only the two finished conversions (and their lock files): no temporary build left over.
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == sorted(
+        [paths[0].parent.name, other.parent.name])
+    assert sorted(p.name for p in other.parent.iterdir()) == ["model.gguf"]
 
 
 def test_unsupported_models_and_types_are_refused_by_name(tmp_path, hf_model):

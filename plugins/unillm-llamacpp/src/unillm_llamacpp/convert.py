@@ -7,15 +7,14 @@ f32 and f16 are written directly with the `gguf` package's writer, one tensor at
 stays at about one tensor); every other type is quantized from an f32 intermediate by llama.cpp
 itself (`llama_model_quantize`, what the `llama-quantize` tool runs), so quantized files are the
 ones llama.cpp would make. `cached_gguf` keeps conversions under $UNILLM_CACHE/gguf, keyed by the
-checkpoint's files, the type, and the converter's own code and library versions: a conversion is
-written to a temporary name and renamed when complete, under a file lock, so concurrent loads
-convert once and never read a partial file.
+checkpoint's files, the type, and the converter's own code and library versions, built with
+`unillm.cache`'s discipline (file lock, temporary directory renamed when complete), so concurrent
+loads convert once and never read a partial file.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from unillm.errors import UnillmError
@@ -135,8 +133,11 @@ def convert(
 
 
 # -- the conversion cache -----------------------------------------------------------------
+GGUF_NAME = "model.gguf"
+
+
 def cache_dir() -> Path:
-    from unillm.testing import cache_root
+    from unillm.cache import cache_root
 
     return cache_root() / "gguf"
 
@@ -170,48 +171,40 @@ def cache_key(model_dir: Path, quantization: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _announce(message: str) -> None:
+    """Say that a conversion starts, on stderr when logging is not configured: it can take
+    minutes on a real model, and a silent pause looks like a hang."""
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(message)
+    else:
+        print(f"unillm: {message}", file=sys.stderr, flush=True)
 
 
 def cached_gguf(
     model_dir: str | os.PathLike[str], quantization: str = "f16", *,
     root: str | os.PathLike[str] | None = None, threads: int | None = None,
 ) -> Path:
-    """The GGUF conversion of `model_dir` at `quantization`, converted once and reused."""
+    """The GGUF conversion of `model_dir` at `quantization`, converted once and reused.
+
+    Each conversion is a directory holding `model.gguf`, built and renamed into place by
+    `unillm.cache` under a file lock, like every other cached build."""
+    from unillm.cache import build_into, file_lock
+
     model_dir = Path(model_dir)
     q = check_type(quantization)
     _read_config(model_dir)
     directory = Path(root) if root is not None else cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{model_dir.resolve().name}-{q}-{cache_key(model_dir, q)}.gguf"
-    if target.is_file():
-        return target
-    with _file_lock(directory / f".{target.name}.lock"):
-        if target.is_file():
-            return target
-        log.info("converting %s to GGUF (%s) -> %s", model_dir, q, target)
-        start = time.perf_counter()
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            convert(model_dir, tmp, q, threads=threads)
-            tmp.chmod(0o644)  # mkstemp makes it private; the cache is shared
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        log.info("converted %s (%s) in %.1f s, %.1f MB", model_dir.name, q,
-                 time.perf_counter() - start, target.stat().st_size / 1e6)
-    return target
+    target = directory / f"{model_dir.resolve().name}-{q}-{cache_key(model_dir, q)}"
+    if (target / GGUF_NAME).is_file():
+        return target / GGUF_NAME
+    with file_lock(directory / f".{target.name}.lock"):
+        if not (target / GGUF_NAME).is_file():
+            _announce(f"converting {model_dir} to GGUF ({q}); done once, cached in {target}")
+            start = time.perf_counter()
+            build_into(target, lambda tmp: convert(model_dir, tmp / GGUF_NAME, q, threads=threads))
+            log.info("converted %s (%s) in %.1f s, %.1f MB", model_dir.name, q,
+                     time.perf_counter() - start, (target / GGUF_NAME).stat().st_size / 1e6)
+    return target / GGUF_NAME
 
 
 # -- command line -------------------------------------------------------------------------

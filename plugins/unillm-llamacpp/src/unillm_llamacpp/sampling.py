@@ -12,8 +12,10 @@ which are transformers' and vLLM's:
   sampler before generating), `presence_penalty`/`frequency_penalty` count output tokens only
   (OpenAI's definition); llama.cpp has one sampler for all three over the same tokens, so two
   are chained. Both windows span the whole context;
-- top-k is left out of the chain when off (llama.cpp's top_k(0) would sort the whole vocabulary
-  to keep all of it); typical-p, XTC, DRY, mirostat and top-n-sigma are never in the chain.
+- top-k is left out of the chain when off or when k is at least the vocabulary (llama.cpp's
+  top_k(0) would sort the whole vocabulary to keep all of it, and a sorted candidate list maps
+  the same random draw to another token); typical-p, XTC, DRY, mirostat and top-n-sigma are
+  never in the chain.
 
 `record` is what the chain holds, for `Completion.engine_params`.
 """
@@ -57,19 +59,22 @@ class SamplerChain:
             f"penalties(frequency={p.frequency_penalty}, presence={p.presence_penalty}, "
             f"last_n={window}, output only)")
         seed = lib.LLAMA_DEFAULT_SEED if p.seed is None else p.seed
+        # Off (0) unless it removes something: top_k(k >= vocabulary) keeps every token but
+        # sorts them, which changes which token a given random draw picks.
+        top_k = p.top_k if p.top_k is not None and p.top_k < n_vocab else 0
         if p.is_greedy:
             add(lib.llama_sampler_init_greedy(), "greedy")
         else:
             add(lib.llama_sampler_init_temp(p.temperature), f"temp({p.temperature})")
-            if p.top_k is not None:
-                add(lib.llama_sampler_init_top_k(p.top_k), f"top_k({p.top_k})")
+            if top_k:
+                add(lib.llama_sampler_init_top_k(top_k), f"top_k({top_k})")
             add(lib.llama_sampler_init_top_p(p.top_p, 1), f"top_p({p.top_p}, min_keep=1)")
             add(lib.llama_sampler_init_min_p(p.min_p, 1), f"min_p({p.min_p}, min_keep=1)")
             add(lib.llama_sampler_init_dist(seed), f"dist(seed={seed})")
         self.record: dict[str, Any] = {
             "greedy": p.is_greedy,
             "temp": 0.0 if p.is_greedy else p.temperature,
-            "top_k": 0 if (p.is_greedy or p.top_k is None) else p.top_k,  # llama.cpp: 0 = off
+            "top_k": 0 if p.is_greedy else top_k,  # llama.cpp: 0 = off
             "top_p": 1.0 if p.is_greedy else p.top_p,
             "min_p": 0.0 if p.is_greedy else p.min_p,
             "typical_p": 1.0, "mirostat_mode": 0,  # never in the chain
