@@ -103,3 +103,13 @@ def test_out_of_vocabulary_prompt_ids_are_refused_before_llama_cpp_sees_them(lla
     with pytest.raises(unillm.InvalidPromptError, match="outside the vocabulary"):
         llama_f32.generate({"prompt_token_ids": [1, 10**6]}, SP(max_tokens=2))
     assert llama_f32.generate("ok", SP(max_tokens=2, temperature=0)).timing.output_tokens == 2
+
+
+def test_a_failing_prompt_does_not_cost_the_rest_of_the_batch_its_results(llama_f32):
+    params = SP(max_tokens=3, temperature=0, ignore_eos=True)
+    with pytest.raises(unillm.BatchError) as info:
+        llama_f32.generate(["ok", {"prompt_token_ids": [1, 10**6]}, "fine"], params)
+    done = info.value.completions
+    assert [c is None for c in done] == [False, True, False]
+    assert done[2].token_ids == llama_f32.generate("fine", params).token_ids
+    assert "outside the vocabulary" in str(info.value.errors[1])

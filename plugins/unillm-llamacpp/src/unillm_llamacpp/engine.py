@@ -36,6 +36,7 @@ from unillm import (
     InvalidParameterError,
     InvalidPromptError,
     Knob,
+    PartialBatchFailure,
     TokenEvent,
     TokenLogprob,
 )
@@ -286,7 +287,21 @@ class LlamaCppEngine(Engine):
 
     # -- the engine contract ----------------------------------------------------------------
     def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
-        return [[self._generate_one(r)] for r in requests]
+        """One request after another; a request that fails does not cost the others theirs
+        (`PartialBatchFailure`), unless it was the only one (its own error is raised)."""
+        results: list[list[EngineSequence] | None] = []
+        errors: dict[int, BaseException] = {}
+        for index, request in enumerate(requests):
+            try:
+                results.append([self._generate_one(request)])
+            except Exception as exc:  # noqa: BLE001 - reported per request below
+                results.append(None)
+                errors[index] = exc
+        if len(errors) == len(requests) and errors:
+            raise next(iter(errors.values()))
+        if errors:
+            raise PartialBatchFailure(results, errors)
+        return results  # type: ignore[return-value]
 
     def _generate_one(self, request: EngineRequest) -> EngineSequence:
         tokens: list[int] = []

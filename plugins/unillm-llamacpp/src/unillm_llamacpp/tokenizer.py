@@ -33,9 +33,9 @@ class GGUFTokenizer:
         self._lib = llama_cpp
         self.llm = llm
         self._vocab = llm._model.vocab
-        self.n_vocab = llm.n_vocab()
+        self.vocab_size = llm.n_vocab()  # valid ids are below it (a server checks prompts)
         self.eos_token_ids = frozenset(
-            i for i in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, i)
+            i for i in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(self._vocab, i)
         )
         self._pieces: dict[int, bytes] = {}
         self._buffer = ctypes.create_string_buffer(256)
