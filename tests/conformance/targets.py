@@ -50,6 +50,11 @@ CONFIGURED: list[Target] = [
     # the trip through the actors. Small CPU reservations so it fits beside other Ray tests.
     Target("transformers-replicas", "transformers",
            {"dtype": "float32", "replicas": 2, "num_cpus": 0.25}, presets=("llama-tiny",)),
+    # f32 weights and an f32 KV cache (llama.cpp's default cache is f16): exact.
+    Target("llamacpp", "llamacpp", {"quantization": "f32", "kv_cache_type": "f32"}),
+    Target("llamacpp-q8_0", "llamacpp", {"quantization": "q8_0"}, exact=False,
+           inexact_reason="8-bit weights and an f16 KV cache change near-tied argmaxes",
+           presets=("llama-tiny",)),
 ]
 
 
