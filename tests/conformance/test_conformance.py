@@ -84,7 +84,9 @@ def test_greedy_is_deterministic(gen):
     assert [x.token_ids for x in a] == [x.token_ids for x in b]
 
 
-def test_greedy_does_not_depend_on_batch_company(gen):
+def test_greedy_does_not_depend_on_batch_company(target, gen):
+    if target.batch_variance:
+        pytest.skip(f"{target.id}: {target.batch_variance}")
     alone = gen.generate(PROMPTS[1], GREEDY_LONG)
     together = gen.generate(PROMPTS, GREEDY_LONG)[1]
     assert alone.text == together.text
@@ -102,13 +104,19 @@ def test_max_tokens_is_exact(gen):
     assert sampled.timing.output_tokens == 9
 
 
-def _eos_prompt(path: str) -> tuple[str, int]:
+def _eos_prompt(path: str, gen: unillm.Generator | None = None) -> tuple[str, int]:
     """A prompt whose greedy continuation ends with eos after k >= 4 tokens (the test model
-    is built so that some do)."""
+    is built so that some do). Greedy continuations come from the float32 reference, or, for
+    an inexact target (`gen`), from the target itself: its greedy text has its own eos."""
     candidates = PROMPTS + ["Once upon a time", "SELECT * FROM", "Hello", "# comment", "while True:",
                             "The capital of France is", "1 2 3", "def main():", "import os"]
     eos = reference.eos_id(path)
     for prompt in candidates:
+        if gen is not None:  # no stop strings or ids: finishing with "stop" means eos
+            out = gen.generate(prompt, SP(max_tokens=64, temperature=0.0))
+            if out.finish_reason == "stop" and out.timing.output_tokens >= 4:
+                return prompt, out.timing.output_tokens
+            continue
         ids = reference.greedy_ids(path, reference.encode(path, prompt), 64)
         if ids[-1] == eos and len(ids) >= 4:
             return prompt, len(ids)
@@ -116,7 +124,7 @@ def _eos_prompt(path: str) -> tuple[str, int]:
 
 
 def test_eos_ends_generation_and_ignore_eos_overrides_it(target, gen, model_path):
-    prompt, k = _eos_prompt(model_path)
+    prompt, k = _eos_prompt(model_path, None if target.exact else gen)
     out = gen.generate(prompt, SP(max_tokens=64, temperature=0.0))
     assert out.finish_reason == "stop"
     assert out.stop_reason is None
@@ -130,7 +138,7 @@ def test_eos_ends_generation_and_ignore_eos_overrides_it(target, gen, model_path
 
 
 def test_min_tokens_defers_every_stop_condition(target, gen, model_path):
-    prompt, k = _eos_prompt(model_path)
+    prompt, k = _eos_prompt(model_path, None if target.exact else gen)
     out = gen.generate(prompt, SP(max_tokens=64, temperature=0.0, min_tokens=k + 5))
     assert out.timing.output_tokens >= k + 5
     if uses_ids(gen):
@@ -303,7 +311,7 @@ def test_async_results_equal_sync_results(gen):
 
     batch, text = asyncio.run(run())
     assert [c.text for c in batch] == [c.text for c in sync]
-    assert text == sync[1].text
+    assert text == gen.generate(PROMPTS[1], GREEDY_LONG).text  # alone, like the stream
 
 
 def test_chat_applies_the_chat_template(gen):

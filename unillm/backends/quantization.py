@@ -37,20 +37,14 @@ class MethodInfo:
     modules: tuple[str, ...]  # import names it needs
     extra: str  # the unillm extra that installs them
     bits: tuple[int, ...]  # allowed `bits`; the first is the default
-    summary: str
 
 
 METHOD_INFO: dict[str, MethodInfo] = {
-    "nf4": MethodInfo("bitsandbytes", ("bitsandbytes",), "bnb", (4,),
-                      "bitsandbytes 4-bit NormalFloat, blocks of 64 weights"),
-    "fp4": MethodInfo("bitsandbytes", ("bitsandbytes",), "bnb", (4,),
-                      "bitsandbytes 4-bit float, blocks of 64 weights"),
-    "int8": MethodInfo("bitsandbytes", ("bitsandbytes",), "bnb", (8,),
-                       "bitsandbytes LLM.int8(): int8 weights per row, fp16 outlier columns"),
-    "gptq": MethodInfo("gptqmodel", ("gptqmodel", "optimum"), "gptq", (4, 2, 3, 8),
-                       "GPTQ: rounding chosen from calibration activations (gptqmodel)"),
-    "torchao-int8": MethodInfo("torchao", ("torchao",), "torchao", (8,),
-                               "torchao int8 weight-only, per output channel (or per group)"),
+    "nf4": MethodInfo("bitsandbytes", ("bitsandbytes",), "bnb", (4,)),
+    "fp4": MethodInfo("bitsandbytes", ("bitsandbytes",), "bnb", (4,)),
+    "int8": MethodInfo("bitsandbytes", ("bitsandbytes",), "bnb", (8,)),
+    "gptq": MethodInfo("gptqmodel", ("gptqmodel", "optimum"), "gptq", (4, 2, 3, 8)),
+    "torchao-int8": MethodInfo("torchao", ("torchao",), "torchao", (8,)),
 }
 
 # Which knob applies to which methods; a knob set for another method is an error, not ignored.
@@ -251,9 +245,8 @@ def checkpoint_quantization(model_config: Any) -> dict[str, Any] | None:
     if qc is None:
         return None
     raw = qc if isinstance(qc, dict) else qc.to_dict()
-    kind = str(raw.get("quant_method", "unknown")).lower()
-    if hasattr(kind, "value"):  # pragma: no cover - an enum
-        kind = kind.value
+    kind = raw.get("quant_method", "unknown")
+    kind = str(getattr(kind, "value", kind)).lower()  # transformers' QuantizationMethod enum
     view: dict[str, Any] = {"method": kind}
     if kind == "gptq":
         view.update(method="gptq", bits=raw.get("bits"), group_size=raw.get("group_size"),
