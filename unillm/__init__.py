@@ -7,6 +7,7 @@
 Importing unillm imports no engine: each engine imports its library when it is loaded.
 """
 
+from .backends.quantization import QuantizationConfig
 from .engine import Capabilities, Engine, EngineOptions, EngineRequest, EngineSequence, Knob, TokenEvent
 from .errors import (
     ContextLengthError,
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidParameterError",
     "InvalidPromptError",
     "Knob",
+    "QuantizationConfig",
     "RunTiming",
     "Sample",
     "SaveNotSupportedError",

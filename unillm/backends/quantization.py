@@ -411,14 +411,56 @@ def is_quantized_kind(kind: str) -> bool:
 _NESTED_STATE = "_unillm_nested_absmax"
 
 
-def remember_quant_states(model: Any) -> None:
-    """Keep the double-quantized scales of each bitsandbytes 4-bit layer as loaded (a few bytes
-    per 64 weights): their first forward pass on CPU replaces them (see `prepare_for_save`),
-    and only these originals save exactly."""
+def after_load(model: Any) -> None:
+    """Fix-ups for a freshly loaded quantized model, before its first forward pass.
+
+    bitsandbytes 4-bit layers: keep their double-quantized scales as loaded (a few bytes per 64
+    weights), because the first forward pass on CPU replaces them and only the originals save
+    exactly (see `prepare_for_save`); and keep layers whose input size is not a multiple of the
+    64-weight block off bitsandbytes' CPU repacking, which assumes it and fails with a reshape
+    error (bitsandbytes 0.50; such layers run its generic dequantize-and-matmul path instead).
+    GPTQ layers: gptqmodel's CPU kernel needs the group size to divide each layer's input size
+    and otherwise fails at the first forward pass; say so at load, naming the layer.
+    """
+    aten = {n: m for n, m in model.named_modules() if type(m).__name__ == "TorchAtenLinear"}
+    for name, module in aten.items():
+        _check_group_size(module.group_size, {n: m.in_features for n, m in aten.items()})
     for module in _bnb_4bit_layers(model):
         state = getattr(module.weight, "quant_state", None)
-        if state is not None and state.nested and not getattr(state, "packing_format_for_cpu", False):
+        if state is None:
+            continue
+        if state.shape[-1] % state.blocksize:
+            module.support_avx512bf16_for_cpu = False
+        if state.nested and not getattr(state, "packing_format_for_cpu", False):
             setattr(module, _NESTED_STATE, (state.absmax, state.offset, state.state2))
+
+
+def check_gptq_group_size(model_config: Any, group_size: int) -> None:
+    """Before spending minutes on GPTQ: the group size must divide the input size of every
+    layer it quantizes, or gptqmodel's CPU kernel fails at the first forward pass. The layers
+    are read from the model built on the meta device (no memory, no weights)."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(model_config)
+    head = model.get_output_embeddings()
+    inputs = {n: m.in_features for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and m is not head}
+    _check_group_size(group_size, inputs)
+
+
+def _check_group_size(group: int, inputs: Mapping[str, int]) -> None:
+    for name, size in inputs.items():
+        if group > 0 and size % group:
+            fits = [g for g in (128, 64, 32, 16) if all(i % g == 0 for i in inputs.values())]
+            raise InvalidParameterError(
+                "group_size", group, f"a divisor of every quantized layer's input size for "
+                f"gptqmodel's CPU kernel ({name} takes {size}); this model fits "
+                f"{', '.join(map(str, fits)) or 'none of 128, 64, 32, 16'}",
+                owner="QuantizationConfig",
+            )
 
 
 def _bnb_4bit_layers(model: Any) -> list[Any]:
@@ -441,7 +483,7 @@ def prepare_for_save(model: Any) -> None:
     ~3 % on the test model); with double quantization it re-quantizes the scales, so the reload
     computes slightly different numbers. Here the weight goes through bitsandbytes' inverse and
     the scales are restored: transposed back (the reload rounds them to the same bfloat16
-    values again) or, when double-quantized, the originals `remember_quant_states` kept. The
+    values again) or, when double-quantized, the originals `after_load` kept. The
     next forward pass repacks.
     """
     _restore_bnb_layers(model)
@@ -461,7 +503,7 @@ def _restore_bnb_layers(model: Any) -> None:
             continue
         nested = state.original_nested
         kept = getattr(module, _NESTED_STATE, None)
-        if nested and kept is None:  # pragma: no cover - loaded without remember_quant_states
+        if nested and kept is None:  # pragma: no cover - loaded without after_load
             raise RuntimeError("double-quantized scales were not kept at load; cannot save exactly")
         # [N*K/blocksize] as the layout dequantize expects; float32 as quantize made it
         absmax = state.absmax.T.reshape(-1).to(torch.float32)

@@ -5,7 +5,8 @@ Every sampling field is passed explicitly on every call, and the checkpoint's ow
 fills any field left None from that file, and its global default is top_k 50). A list of
 prompts is one left-padded `generate` call. Streaming and per-token timing in batch calls use
 a streamer that receives each step's tokens; emulated stop strings stop rows through a
-stopping criterion.
+stopping criterion. Quantizing while loading (bitsandbytes, GPTQ, torchao) is the
+`quantization` option; quantization.py turns it into from_pretrained's arguments.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class TransformersEngine(Engine):
             self.model_obj = self.model_obj.to(self.device)
         self.model_obj.eval()
         if self.quantization is not None:
-            quant.remember_quant_states(self.model_obj)
+            quant.after_load(self.model_obj)
 
         # Keep the checkpoint's special tokens, set its sampling defaults aside (see module doc).
         original = self.model_obj.generation_config
@@ -194,6 +195,9 @@ class TransformersEngine(Engine):
         self._check_method(requested.method, "quantization")
         quant.require_library(requested, self.name or "transformers")
         quant.prepare_environment(requested.method)
+        if requested.method == "gptq" and self.device.type == "cpu":
+            group = requested.group_size or quant.GPTQ_DEFAULT_GROUP_SIZE
+            quant.check_gptq_group_size(config, group)
         hf_config, sent = quant.hf_config(requested, tokenizer=self._hf_tokenizer,
                                           model_dtype=o.dtype)
         self._hf_quantization_config = hf_config
