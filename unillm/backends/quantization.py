@@ -407,7 +407,7 @@ def is_quantized_kind(kind: str) -> bool:
     return not kind.startswith("Linear(")
 
 
-# -- saving ----------------------------------------------------------------------------------
+# -- after loading, and before saving -------------------------------------------------------
 _NESTED_STATE = "_unillm_nested_absmax"
 
 
