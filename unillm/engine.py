@@ -249,5 +249,13 @@ class Engine(abc.ABC):
         """Facts about the loaded model for `Generator.info` (device, dtype, weight bytes...)."""
         return {}
 
+    def save(self, path: str) -> None:
+        """Write the loaded model (as transformed at load, e.g. quantized) to `path`, in a form
+        this engine loads again. Engines that cannot save keep this default, which says so."""
+        from .errors import SaveNotSupportedError
+
+        raise SaveNotSupportedError(self.name or type(self).__name__,
+                                    "this engine does not implement save()")
+
     def close(self) -> None:
         """Free the engine's resources (GPU memory, worker processes, connections)."""

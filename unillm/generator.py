@@ -8,6 +8,7 @@ async paths share every step but the engine call itself.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -585,6 +586,21 @@ class Generator:
             yield item
 
     # -- lifetime --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the loaded model, as loaded (quantized, converted...), to the directory `path`,
+        so that `unillm.load(engine, path)` loads it again without redoing that work.
+
+        Raises `SaveNotSupportedError` when the engine, or its library for this model, cannot.
+        """
+        self._check_open()
+        with self._lock:
+            try:
+                self.engine.save(os.fspath(path))
+            except UnillmError:
+                raise
+            except Exception as exc:
+                raise EngineError(self.engine_name, f"save failed: {type(exc).__name__}: {exc}") from exc
+
     def close(self) -> None:
         """Free the engine. Further calls raise `GeneratorClosedError`."""
         if not self._closed:

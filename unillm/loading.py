@@ -25,6 +25,9 @@ def parse_options(engine: str, schema: type[_Model], options: Mapping[str, Any],
         return schema(**options)
     except ValidationError as exc:
         first = exc.errors()[0]
+        own = (first.get("ctx") or {}).get("error")
+        if isinstance(own, UnillmError):  # an option's own validator already named the problem
+            raise own from None
         field = str(first["loc"][0]) if first["loc"] else ""
         if first["type"] == "extra_forbidden":
             raise UnknownParameterError(field, schema.model_fields, owner=owner) from None

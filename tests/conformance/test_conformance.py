@@ -90,7 +90,9 @@ def test_greedy_is_deterministic(gen):
     assert [x.token_ids for x in a] == [x.token_ids for x in b]
 
 
-def test_greedy_does_not_depend_on_batch_company(gen):
+def test_greedy_does_not_depend_on_batch_company(target, gen):
+    if target.batch_variance:
+        pytest.skip(f"{target.id}: {target.batch_variance}")
     alone = gen.generate(PROMPTS[1], GREEDY_LONG)
     together = gen.generate(PROMPTS, GREEDY_LONG)[1]
     assert alone.text == together.text
@@ -422,7 +424,7 @@ def test_async_results_equal_sync_results(gen):
 
     batch, text = asyncio.run(run())
     assert [c.text for c in batch] == [c.text for c in sync]
-    assert text == sync[1].text
+    assert text == gen.generate(PROMPTS[1], GREEDY_LONG).text  # alone, like the stream
 
 
 def test_chat_applies_the_chat_template(gen):
