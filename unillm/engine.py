@@ -60,8 +60,8 @@ class Capabilities:
       (HTTP servers), whose prompt is text and whose output is text deltas.
     - `chat`: the engine takes chat messages itself (servers apply their own template).
     - `stop_hook`: during `generate`, the engine calls `request.should_stop(index, ids)` after
-      each token and stops that sample when it returns True (so emulated stops end generation
-      early instead of after max_tokens).
+      each token (text engines: `should_stop(index, text=delta)`) and stops that sample when it
+      returns True (so emulated stops end generation early instead of after max_tokens).
     - `concurrent`: calls may overlap from several threads; otherwise the core serialises them.
     """
 
@@ -106,11 +106,14 @@ class EngineRequest:
     prompt_tokens: int | None = None  # set by text engines from the server's usage figures
     metrics: dict[str, Any] = field(default_factory=dict)  # engine's own timing, if any
 
-    def should_stop(self, index: int, token_ids: Sequence[int]) -> bool:
-        """Called by engines with `stop_hook` after each new token of sample `index`."""
+    def should_stop(
+        self, index: int, token_ids: Sequence[int] = (), text: str | None = None
+    ) -> bool:
+        """Called by engines with `stop_hook` after each new token of sample `index` (text
+        engines pass the new text instead of ids)."""
         if self.trackers is None:
             return False
-        return self.trackers[index].should_stop(token_ids)
+        return self.trackers[index].should_stop(token_ids, text)
 
 
 @dataclass

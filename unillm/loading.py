@@ -31,17 +31,22 @@ def parse_options(engine: str, schema: type[EngineOptions], options: Mapping[str
         raise InvalidParameterError(field, first.get("input"), allowed, owner=owner) from None
 
 
-def load(engine: str, model: str | os.PathLike[str], **options: Any) -> Generator:
+def load(engine: str, model: str | os.PathLike[str] | None = None, **options: Any) -> Generator:
     """Load `model` with `engine` and return a `Generator`.
 
     `engine` is a registered engine name (`unillm engines` lists them); `model` is whatever the
     engine loads (a local directory, a hub id, a .gguf file, a model name on a server);
     `options` are the engine's own (`dtype`, `device`, `compute_type`, `base_url`, ...),
     validated by the engine's options schema. An engine that is not installed raises
-    `EngineUnavailableError` with the command that installs it.
+    `EngineUnavailableError` with the command that installs it. HTTP engines may leave `model`
+    out: the server's own model is used.
     """
     info = registry().get(engine)
     engine_cls: type[Engine] = info.engine_class  # type: ignore[assignment]
+    if model is None:
+        if engine_cls.local:
+            raise TypeError(f"unillm.load({engine!r}) needs a model (a path or a model id)")
+        model = ""  # a server engine asks its server which model it serves
     merged = {**info.defaults, **options}
     parsed = parse_options(info.name, engine_cls.Options, merged)
     try:
@@ -52,4 +57,4 @@ def load(engine: str, model: str | os.PathLike[str], **options: Any) -> Generato
         raise EngineError(info.name, f"could not load {os.fspath(model)!r}: "
                           f"{type(exc).__name__}: {exc}") from exc
     instance.name = info.name
-    return Generator(instance, engine_name=info.name, model=os.fspath(model))
+    return Generator(instance, engine_name=info.name, model=instance.model or os.fspath(model))

@@ -47,6 +47,22 @@ def plan(
             continue
         raise UnsupportedParameterError(engine, name, value)
 
+    if not caps.token_ids:
+        # Text engines (HTTP servers) send text, not ids: unillm can match stop strings in it,
+        # but neither see stop tokens nor tell where the first min_tokens tokens end.
+        if "stop_token_ids" in emulated:
+            raise UnsupportedParameterError(
+                engine, "stop_token_ids", params.stop_token_ids,
+                "this engine returns text without token ids, so unillm cannot stop on them",
+            )
+        if "stop" in emulated and params.min_tokens > 0:
+            raise UnsupportedParameterError(
+                engine, "min_tokens", params.min_tokens,
+                "together with stop strings that unillm matches itself: the engine returns "
+                "text without token ids, so unillm cannot tell which text the first "
+                "min_tokens tokens are",
+            )
+
     changes: dict[str, object] = {}
     if "stop" in emulated:
         changes["stop"] = ()

@@ -46,6 +46,8 @@ CONFIGURED: list[Target] = [
     # float32 for exact parity; eager mode because torch.compile on CPU adds ~75 s to the first
     # load of each model (the compiled path is the same vLLM engine, sampling included).
     Target("vllm", "vllm", {"dtype": "float32", "enforce_eager": True}),
+    # HTTP: llama-cpp-python's own OpenAI-compatible server on an f32 GGUF of each test model.
+    Target("openai-llama-cpp-python", "openai", server="llama_cpp_server"),
 ]
 
 

@@ -45,7 +45,11 @@ def assert_matches_reference(gen, path, prompt, out, max_tokens=N):
         assert list(out.token_ids) == expected, f"greedy ids differ for {prompt!r}"
     else:
         body = expected[:-1] if expected and expected[-1] == reference.eos_id(path) else expected
-        assert out.text == ref_text(path, body), f"greedy text differs for {prompt!r}"
+        # A random model can emit byte tokens that are not valid UTF-8: the Hugging Face
+        # tokenizer writes U+FFFD for them, llama.cpp's server drops them. Servers only send
+        # text, so that choice is theirs; every valid character must still match.
+        want = ref_text(path, body).replace("\ufffd", "")
+        assert out.text.replace("\ufffd", "") == want, f"greedy text differs for {prompt!r}"
 
 
 def pick_stop(text: str) -> str:

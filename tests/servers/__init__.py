@@ -1,0 +1,64 @@
+"""Real servers on loopback for the HTTP engines' tests: started by the tests, stopped after.
+
+- `llama_cpp.py`: llama-cpp-python's own OpenAI-compatible server (a subprocess) on a GGUF
+  converted from the test model.
+- `tgi_standin.py`: a TGI-protocol server over unillm's transformers engine (no real TGI can
+  run here: it needs Rust/CUDA builds or docker). It runs a real model; only the HTTP framing
+  is TGI's.
+- `faults.py`: a proxy in front of either that rate-limits, drops connections mid-stream or
+  stalls, to test retries, errors and timeouts against real responses.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_ready(url: str, timeout: float, alive=lambda: True) -> None:
+    """Poll `url` until it answers 200; fail after `timeout` s or when `alive()` turns False."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"the server behind {url} exited before it was ready")
+        try:
+            r = httpx.get(url, timeout=2.0)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}"
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout:g} s ({last})")
+
+
+@contextmanager
+def serve_in_thread(app, ready_path: str = "/", timeout: float = 30.0):
+    """Run an ASGI app with uvicorn on a free loopback port in a daemon thread; yields its
+    base URL and stops the server on exit."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base + ready_path, timeout, alive=thread.is_alive)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,482 @@
+"""What every HTTP engine shares: the connection options, retries with backoff, bounded
+concurrency, Server-Sent Events parsing, and one rule: a broken stream is an `EngineError`, never
+a quiet end.
+
+A server that closes the connection in the middle of a stream, sends nothing for `timeout`
+seconds, or ends the stream without saying why it stopped, has not produced a result; treating
+the text received so far as the answer would hand the caller a truncated completion as if it
+were whole. Only requests that have not started streaming are retried (429, 5xx, refused
+connections): a retry after tokens reached the caller would repeat them.
+
+httpx is imported inside the functions that use it, so `import unillm` stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from pydantic import Field
+
+from ..engine import EngineOptions, EngineRequest, EngineSequence, TokenEvent
+from ..errors import EngineError
+from ..timing import now
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""Statuses that mean "not now" rather than "never": overloaded, rate-limited, restarting."""
+
+DONE = "[DONE]"
+
+
+class HTTPOptions(EngineOptions):
+    """Options every HTTP engine takes (the server's address, credentials, patience)."""
+
+    base_url: str = Field(description="the server's address, e.g. http://127.0.0.1:8000/v1")
+    api_key: str | None = Field(None, description="sent as 'Authorization: Bearer <api_key>'")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers")
+    timeout: float = Field(
+        600.0, gt=0, description="seconds to wait for the response, or for the next piece of "
+        "a stream, before failing",
+    )
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for a connection")
+    max_retries: int = Field(
+        3, ge=0, description="retries of a request that failed before any output (429, 5xx, "
+        "refused connection)",
+    )
+    backoff: float = Field(
+        0.5, ge=0, description="seconds before the first retry; doubled for each further one "
+        "(a server's Retry-After wins)",
+    )
+    max_backoff: float = Field(30.0, ge=0, description="longest wait between two retries")
+    max_concurrency: int = Field(
+        16, ge=1, description="requests in flight at once (a list of prompts runs this many "
+        "at a time)",
+    )
+
+
+class ServerError(EngineError):
+    """The server answered with an error status (after any retries)."""
+
+    def __init__(self, engine: str, status: int, url: str, detail: str):
+        self.status = status
+        self.url = url
+        self.detail = detail
+        super().__init__(engine, f"HTTP {status} from {url}: {detail}")
+
+
+def _error_detail(body: bytes | str) -> str:
+    """The server's own error message, whatever shape it comes in (OpenAI, TGI, FastAPI)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:500] or "(empty body)"
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is not None:
+            return str(err)[:500]
+    return text.strip()[:500]
+
+
+def stream_error(event: Mapping[str, Any]) -> str | None:
+    """An error reported inside a stream (``{"error": ...}``), or None."""
+    err = event.get("error")
+    if err is None:
+        return None
+    if isinstance(err, dict):
+        return str(err.get("message", err))
+    return str(err)
+
+
+class SSEParser:
+    """Server-Sent Events, as the HTML standard defines them, reduced to what LLM servers use:
+    ``data:`` lines (joined by newlines), blank lines ending an event, comments (``:``, the
+    keep-alive pings) and the other fields ignored."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        """One line (without its line break); returns an event's data when one is complete."""
+        if line == "":
+            return self.flush()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        return None
+
+    def flush(self) -> str | None:
+        if not self._data:
+            return None
+        data = "\n".join(self._data)
+        self._data = []
+        return data
+
+
+def _decode_event(engine: str, data: str) -> dict[str, Any]:
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise EngineError(engine, f"the server sent a stream event that is not JSON: {data[:200]!r}") from exc
+    if not isinstance(event, dict):
+        raise EngineError(engine, f"the server sent an unexpected stream event: {data[:200]!r}")
+    message = stream_error(event)
+    if message is not None:
+        raise EngineError(engine, f"the server reported an error mid-stream: {message}")
+    return event
+
+
+class HTTPClient:
+    """One engine's connections to its server: a sync client shared by threads, one async
+    client per event loop (an httpx.AsyncClient cannot move between loops, and `asyncio.run`
+    makes a new loop each time)."""
+
+    def __init__(self, engine: str, options: HTTPOptions):
+        import httpx
+
+        self.httpx = httpx
+        self.engine = engine
+        self.options = options
+        self.base_url = options.base_url.rstrip("/")
+        headers = {"Accept": "application/json", **options.headers}
+        if options.api_key:
+            headers["Authorization"] = f"Bearer {options.api_key}"
+        self._headers = headers
+        self._timeout = httpx.Timeout(
+            options.timeout, connect=options.connect_timeout, pool=None
+        )
+        self._limits = httpx.Limits(
+            max_connections=options.max_concurrency,
+            max_keepalive_connections=options.max_concurrency,
+        )
+        self._client = httpx.Client(headers=headers, timeout=self._timeout, limits=self._limits)
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _aclient(self):
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._aclients.get(loop)
+            if client is None:
+                client = self.httpx.AsyncClient(
+                    headers=self._headers, timeout=self._timeout, limits=self._limits
+                )
+                self._aclients[loop] = client
+            return client
+
+    def _delay(self, attempt: int, response: Any = None) -> float:
+        """Seconds before retry `attempt` (0-based): the server's Retry-After if it sent one,
+        else exponential backoff with a little jitter (so clients do not retry in lockstep)."""
+        o = self.options
+        if response is not None:
+            after = response.headers.get("retry-after")
+            if after is not None:
+                try:
+                    return min(max(float(after), 0.0), o.max_backoff)
+                except ValueError:
+                    pass
+        return min(o.backoff * (2**attempt) * (1 + 0.25 * random.random()), o.max_backoff)
+
+    def _failure(self, exc: Exception, url: str) -> EngineError:
+        httpx = self.httpx
+        if isinstance(exc, httpx.TimeoutException):
+            what = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "hear from"
+            limit = (self.options.connect_timeout if isinstance(exc, httpx.ConnectTimeout)
+                     else self.options.timeout)
+            return EngineError(self.engine, f"could not {what} {url} within {limit:g} s "
+                                            f"({type(exc).__name__})")
+        if isinstance(exc, httpx.ConnectError):
+            return EngineError(self.engine, f"cannot connect to {url}: {exc} (is the server "
+                                            "running, and is base_url right?)")
+        return EngineError(self.engine, f"request to {url} failed: {type(exc).__name__}: {exc}")
+
+    def _retryable(self, exc: Exception) -> bool:
+        httpx = self.httpx
+        # Failures before the server sent any response: nothing was generated for the caller.
+        return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout,
+                                httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
+
+    # -- sync --------------------------------------------------------------------------------
+    def get_json(self, path: str) -> Any:
+        url = self.url(path)
+        response = self._send_sync(lambda: self._client.get(url), url)
+        return response.json()
+
+    def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        return self.post_json_with_headers(path, body)[0]
+
+    def post_json_with_headers(self, path: str, body: Mapping[str, Any]) -> tuple[Any, Any]:
+        url = self.url(path)
+        response = self._send_sync(lambda: self._client.post(url, json=body), url)
+        return self._json(response, url), response.headers
+
+    def _json(self, response: Any, url: str) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise EngineError(self.engine, f"{url} answered with a body that is not JSON: "
+                                           f"{response.text[:200]!r}") from exc
+
+    def _send_sync(self, send: Callable[[], Any], url: str) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = send()
+            except self.httpx.HTTPError as exc:
+                if attempt < self.options.max_retries and self._retryable(exc):
+                    time.sleep(self._delay(attempt))
+                    attempt += 1
+                    continue
+                raise self._failure(exc, url) from exc
+            if response.status_code < 400:
+                return response
+            if response.status_code in RETRY_STATUSES and attempt < self.options.max_retries:
+                time.sleep(self._delay(attempt, response))
+                attempt += 1
+                continue
+            raise ServerError(self.engine, response.status_code, url, _error_detail(response.content))
+
+    def stream_events(self, path: str, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST `body` and yield each SSE event's JSON, up to ``[DONE]`` or the end of the
+        stream. Closing the iterator closes the connection, which tells the server to stop."""
+        url = self.url(path)
+        attempt = 0
+        while True:
+            request = self._client.build_request("POST", url, json=body,
+                                                 headers={"Accept": "text/event-stream"})
+            try:
+                response = self._client.send(request, stream=True)
+            except self.httpx.HTTPError as exc:
+                if attempt < self.options.max_retries and self._retryable(exc):
+                    time.sleep(self._delay(attempt))
+                    attempt += 1
+                    continue
+                raise self._failure(exc, url) from exc
+            if response.status_code >= 400:
+                content = response.read()
+                response.close()
+                if response.status_code in RETRY_STATUSES and attempt < self.options.max_retries:
+                    time.sleep(self._delay(attempt, response))
+                    attempt += 1
+                    continue
+                raise ServerError(self.engine, response.status_code, url, _error_detail(content))
+            break
+        try:
+            parser = SSEParser()
+            try:
+                for line in response.iter_lines():
+                    data = parser.feed(line)
+                    if data is None:
+                        continue
+                    if data.strip() == DONE:
+                        return
+                    yield _decode_event(self.engine, data)
+                data = parser.flush()
+            except self.httpx.HTTPError as exc:
+                raise self._broken_stream(exc, url) from exc
+            if data is not None and data.strip() != DONE:
+                yield _decode_event(self.engine, data)
+        finally:
+            response.close()
+
+    def _broken_stream(self, exc: Exception, url: str) -> EngineError:
+        if isinstance(exc, self.httpx.TimeoutException):
+            return EngineError(self.engine, f"the stream from {url} sent nothing for "
+                                            f"{self.options.timeout:g} s (timeout)")
+        return EngineError(self.engine, f"the server closed the stream from {url} before it "
+                                        f"finished ({type(exc).__name__}: {exc})")
+
+    # -- async -------------------------------------------------------------------------------
+    async def apost_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        return (await self.apost_json_with_headers(path, body))[0]
+
+    async def apost_json_with_headers(self, path: str, body: Mapping[str, Any]) -> tuple[Any, Any]:
+        url = self.url(path)
+        client = self._aclient()
+        attempt = 0
+        while True:
+            try:
+                response = await client.post(url, json=body)
+            except self.httpx.HTTPError as exc:
+                if attempt < self.options.max_retries and self._retryable(exc):
+                    await asyncio.sleep(self._delay(attempt))
+                    attempt += 1
+                    continue
+                raise self._failure(exc, url) from exc
+            if response.status_code < 400:
+                return self._json(response, url), response.headers
+            if response.status_code in RETRY_STATUSES and attempt < self.options.max_retries:
+                await asyncio.sleep(self._delay(attempt, response))
+                attempt += 1
+                continue
+            raise ServerError(self.engine, response.status_code, url, _error_detail(response.content))
+
+    async def astream_events(self, path: str, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        url = self.url(path)
+        client = self._aclient()
+        attempt = 0
+        while True:
+            request = client.build_request("POST", url, json=body,
+                                           headers={"Accept": "text/event-stream"})
+            try:
+                response = await client.send(request, stream=True)
+            except self.httpx.HTTPError as exc:
+                if attempt < self.options.max_retries and self._retryable(exc):
+                    await asyncio.sleep(self._delay(attempt))
+                    attempt += 1
+                    continue
+                raise self._failure(exc, url) from exc
+            if response.status_code >= 400:
+                content = await response.aread()
+                await response.aclose()
+                if response.status_code in RETRY_STATUSES and attempt < self.options.max_retries:
+                    await asyncio.sleep(self._delay(attempt, response))
+                    attempt += 1
+                    continue
+                raise ServerError(self.engine, response.status_code, url, _error_detail(content))
+            break
+        try:
+            parser = SSEParser()
+            try:
+                async for line in response.aiter_lines():
+                    data = parser.feed(line)
+                    if data is None:
+                        continue
+                    if data.strip() == DONE:
+                        return
+                    yield _decode_event(self.engine, data)
+                data = parser.flush()
+            except self.httpx.HTTPError as exc:
+                raise self._broken_stream(exc, url) from exc
+            if data is not None and data.strip() != DONE:
+                yield _decode_event(self.engine, data)
+        finally:
+            await response.aclose()
+
+    def close(self) -> None:
+        self._client.close()
+        with self._lock:
+            clients = list(self._aclients.items())
+            self._aclients.clear()
+        for loop, client in clients:
+            # An async client can only be closed on its own loop; a loop that is gone took its
+            # connections with it.
+            if loop.is_running() and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+
+
+# -- batch results from a stream ---------------------------------------------------------------
+class StopCollector:
+    """A batch result built from a text stream that unillm ends at its own stop strings.
+
+    HTTP engines whose server cannot say which stop string matched let unillm match them
+    (`Capabilities.stop_hook`): a batch request is then streamed, each text delta goes to
+    `request.should_stop`, and the stream is closed at the first match. The text kept is
+    everything received; unillm's `finalize` cuts it at the stop and names it.
+    """
+
+    def __init__(self, request: EngineRequest):
+        self.request = request
+        self.parts: list[str] = []
+        self.times: list[float] = []
+        self.final: TokenEvent | None = None
+
+    def take(self, event: TokenEvent) -> bool:
+        """Record one TokenEvent; True when the stream can be closed."""
+        if event.text:
+            self.parts.append(event.text)
+            self.times.append(now())
+            if self.request.should_stop(0, text=event.text):
+                return True
+        if event.finish_reason is not None:
+            self.final = event
+            return True
+        return False
+
+    def result(self) -> list[EngineSequence]:
+        text = "".join(self.parts)
+        final = self.final
+        if final is None:  # unillm's stop fired: one token per text chunk received
+            return [EngineSequence([], "length", text=text, token_times=self.times,
+                                   output_tokens=len(self.times))]
+        return [EngineSequence([], final.finish_reason or "length", final.stop_reason, text=text,
+                               token_times=self.times, output_tokens=final.output_tokens)]
+
+
+def collect(request: EngineRequest, events: Iterator[TokenEvent]) -> list[EngineSequence]:
+    collector = StopCollector(request)
+    try:
+        for event in events:
+            if collector.take(event):
+                break
+    finally:
+        events.close()  # type: ignore[attr-defined]
+    return collector.result()
+
+
+async def acollect(
+    request: EngineRequest, events: AsyncIterator[TokenEvent]
+) -> list[EngineSequence]:
+    collector = StopCollector(request)
+    try:
+        async for event in events:
+            if collector.take(event):
+                break
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return collector.result()
+
+
+# -- bounded concurrency --------------------------------------------------------------------
+def run_bounded(work: Callable[[T], R], items: Sequence[T], limit: int) -> list[R]:
+    """`work` over `items`, at most `limit` at a time, results in input order. On the first
+    failure the items not yet started are dropped, the running ones finish, and it is raised."""
+    if len(items) <= 1 or limit <= 1:
+        return [work(item) for item in items]
+    pool = ThreadPoolExecutor(max_workers=min(limit, len(items)), thread_name_prefix="unillm-http")
+    try:
+        futures = [pool.submit(work, item) for item in items]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def arun_bounded(work: Callable[[T], Any], items: Iterable[T], limit: int) -> list[Any]:
+    """The asyncio counterpart of `run_bounded`: on the first failure the others are
+    cancelled (which closes their connections) before it is raised."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> Any:
+        async with semaphore:
+            return await work(item)
+
+    tasks = [asyncio.ensure_future(one(item)) for item in items]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
