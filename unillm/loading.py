@@ -45,7 +45,10 @@ def load(engine: str, model: str | os.PathLike[str] | None = None, **options: An
     engine_cls: type[Engine] = info.engine_class  # type: ignore[assignment]
     if model is None:
         if engine_cls.local:
-            raise TypeError(f"unillm.load({engine!r}) needs a model (a path or a model id)")
+            raise InvalidParameterError(
+                "model", None, f"a model path or id: engine {info.name!r} runs a local model",
+                owner="unillm.load",
+            )
         model = ""  # a server engine asks its server which model it serves
     merged = {**info.defaults, **options}
     parsed = parse_options(info.name, engine_cls.Options, merged)

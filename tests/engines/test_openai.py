@@ -110,3 +110,21 @@ def test_async_calls_share_nothing_across_event_loops(gen):
     first = asyncio.run(gen.agenerate(PROMPTS[:3], GREEDY))
     second = asyncio.run(gen.agenerate(PROMPTS[:3], GREEDY))
     assert [c.text for c in first] == [c.text for c in second]
+
+
+def test_the_command_line_streams_from_a_server_without_a_model_name(server):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    _, options = server
+    out = subprocess.run(
+        [sys.executable, "-m", "unillm.cli", "generate", "-e", "openai",
+         "-o", f"base_url={options['base_url']}", "-o", "server=llama-cpp-python",
+         "-p", "max_tokens=6", "-p", "temperature=0", "-p", "ignore_eos=true", "Hello"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()
+    assert re.search(r"output_tokens\s+6\b", out.stderr), out.stderr

@@ -7,8 +7,8 @@ they say which stop string ended a completion, and whether their token counts in
 end-of-sequence token. A profile states all of that for one server, so the engine can send every
 field explicitly and refuse (UnsupportedParameterError) what a server would ignore.
 
-`verified` says where a profile comes from: run against the real server in unillm's tests, or
-written from the server's documented request schema.
+`tested_with` names the server version unillm's tests run a profile against (conformance suite
+included); the others are written from the servers' documented request schemas.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Profile:
     stream_usage: bool = True
     counts_eos: bool = True
     extra: Callable[[SamplingParams], dict[str, Any]] = field(default=lambda p: {})
-    verified: str = "written from the server's documented request schema; not run in unillm's tests"
+    tested_with: str = ""  # the server version unillm's tests run it against; "" = not run
     notes: str = ""
 
 
@@ -134,8 +134,7 @@ PROFILES: dict[str, Profile] = {
             "llama-cpp-python", "llama-cpp-python's server (`python -m llama_cpp.server`)",
             params=OPENAI_FIELDS | {"top_k", "min_p", "min_tokens", "ignore_eos"},
             counts_eos=False, stream_usage=False, extra=_llama_cpp_python_extra,
-            verified="run against llama-cpp-python 0.3.36's server in unillm's tests "
-            "(tests/conformance, tests/engines/test_http.py)",
+            tested_with="llama-cpp-python 0.3.36",
             notes="Its penalties see only generated tokens, within the last `last_n_tokens_size` "
             "(default 64): start the server with `--last_n_tokens_size` at least your longest "
             "output for presence/frequency penalties to mean OpenAI's. repetition_penalty is "
