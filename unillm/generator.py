@@ -98,7 +98,7 @@ class Generator:
         return {
             "engine": self.engine_name,
             "model": self.model,
-            "options": self.engine.options.model_dump(),
+            "options": self.engine.options.model_dump(mode="json"),  # JSON-safe, secrets masked
             "context_length": self.engine.context_length,
             **self.engine.info(),
         }

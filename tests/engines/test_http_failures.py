@@ -84,6 +84,13 @@ def test_no_server_listening_is_a_clear_error():
     assert url in str(info.value)
 
 
+def test_the_api_key_is_sent_and_never_shown(proxy, llama):
+    with through(proxy, llama, api_key="sekret-123", probe=True) as gen:
+        gen.generate("x", SP(max_tokens=2))
+        assert set(proxy.authorization) == {"Bearer sekret-123"}  # the probe and the request
+        assert "sekret-123" not in repr(gen.info)
+
+
 # -- broken streams -------------------------------------------------------------------------
 @pytest.mark.timeout(60)
 def test_a_connection_dropped_mid_stream_is_an_error_not_a_hang(proxy, llama):

@@ -19,6 +19,7 @@ class FaultProxy:
     stall_after_events: int | None = None  # keep the connection open, send nothing more
     end_after_events: int | None = None  # end the response cleanly, as if the stream were over
     seen: list[str] = field(default_factory=list)  # "METHOD path" of every request received
+    authorization: list[str | None] = field(default_factory=list)  # each request's header
 
     def app(self):
         import httpx
@@ -31,6 +32,7 @@ class FaultProxy:
 
         async def forward(request: Request):
             self.seen.append(f"{request.method} {request.url.path}")
+            self.authorization.append(request.headers.get("authorization"))
             if self.fail_next:
                 status = self.fail_next.pop(0)
                 headers = {"Retry-After": self.retry_after} if self.retry_after else {}

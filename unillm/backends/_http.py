@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from ..engine import EngineOptions, EngineRequest, EngineSequence, TokenEvent
 from ..errors import EngineError
@@ -42,7 +42,9 @@ class HTTPOptions(EngineOptions):
     """Options every HTTP engine takes (the server's address, credentials, patience)."""
 
     base_url: str = Field(description="the server's address, e.g. http://127.0.0.1:8000/v1")
-    api_key: str | None = Field(None, description="sent as 'Authorization: Bearer <api_key>'")
+    api_key: SecretStr | None = Field(
+        None, description="sent as 'Authorization: Bearer <api_key>' (shown masked in gen.info)"
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers")
     timeout: float = Field(
         600.0, gt=0, description="seconds to wait for the response, or for the next piece of "
@@ -155,8 +157,8 @@ class HTTPClient:
         self.options = options
         self.base_url = options.base_url.rstrip("/")
         headers = {"Accept": "application/json", **options.headers}
-        if options.api_key:
-            headers["Authorization"] = f"Bearer {options.api_key}"
+        if options.api_key is not None:
+            headers["Authorization"] = f"Bearer {options.api_key.get_secret_value()}"
         self._headers = headers
         self._timeout = httpx.Timeout(
             options.timeout, connect=options.connect_timeout, pool=None

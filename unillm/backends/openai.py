@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..engine import Capabilities, Engine, EngineRequest, EngineSequence, TokenEvent
+from ..engine import Capabilities, Engine, EngineRequest, EngineSequence, Knob, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
@@ -203,6 +203,7 @@ class OpenAIEngine(Engine):
     """A model served behind an OpenAI-compatible HTTP API."""
 
     Options = OpenAIOptions
+    tunables = {"max_concurrency": Knob("int", 1, 64, log=True, help="requests in flight at once")}
     local = False
 
     def __init__(self, model: str, options: OpenAIOptions):

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..engine import Capabilities, Engine, EngineRequest, EngineSequence, TokenEvent
+from ..engine import Capabilities, Engine, EngineRequest, EngineSequence, Knob, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ._http import HTTPClient, HTTPOptions, acollect, arun_bounded, collect, run_bounded
@@ -47,6 +47,7 @@ class TGIEngine(Engine):
     """A model served by Text Generation Inference."""
 
     Options = TGIOptions
+    tunables = {"max_concurrency": Knob("int", 1, 64, log=True, help="requests in flight at once")}
     local = False
     capabilities = Capabilities(
         params=PARAMS, batch_params="per_request", token_ids=False, chat=False,
