@@ -220,19 +220,15 @@ class HTTPClient:
         return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout,
                                 httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
 
-    # -- sync --------------------------------------------------------------------------------
-    def get_json(self, path: str) -> Any:
-        url = self.url(path)
-        response = self._send_sync(lambda: self._client.get(url), url)
-        return response.json()
-
-    def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
-        return self.post_json_with_headers(path, body)[0]
-
-    def post_json_with_headers(self, path: str, body: Mapping[str, Any]) -> tuple[Any, Any]:
-        url = self.url(path)
-        response = self._send_sync(lambda: self._client.post(url, json=body), url)
-        return self._json(response, url), response.headers
+    def _wait(self, attempt: int, exc: Exception | None = None, response: Any = None) -> float | None:
+        """Seconds to wait before retrying a failed attempt, or None when it is final."""
+        if attempt >= self.options.max_retries:
+            return None
+        if exc is not None:
+            return self._delay(attempt) if self._retryable(exc) else None
+        if response.status_code in RETRY_STATUSES:
+            return self._delay(attempt, response)
+        return None
 
     def _json(self, response: Any, url: str) -> Any:
         try:
@@ -241,50 +237,59 @@ class HTTPClient:
             raise EngineError(self.engine, f"{url} answered with a body that is not JSON: "
                                            f"{response.text[:200]!r}") from exc
 
-    def _send_sync(self, send: Callable[[], Any], url: str) -> Any:
+    def _broken_stream(self, exc: Exception, url: str) -> EngineError:
+        if isinstance(exc, self.httpx.TimeoutException):
+            return EngineError(self.engine, f"the stream from {url} sent nothing for "
+                                            f"{self.options.timeout:g} s (timeout)")
+        return EngineError(self.engine, f"the server closed the stream from {url} before it "
+                                        f"finished ({type(exc).__name__}: {exc})")
+
+    # -- sync --------------------------------------------------------------------------------
+    def get_json(self, path: str) -> Any:
+        url = self.url(path)
+        return self._json(self._send(lambda: self._client.get(url), url), url)
+
+    def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        return self.post_json_with_headers(path, body)[0]
+
+    def post_json_with_headers(self, path: str, body: Mapping[str, Any]) -> tuple[Any, Any]:
+        url = self.url(path)
+        response = self._send(lambda: self._client.post(url, json=body), url)
+        return self._json(response, url), response.headers
+
+    def _send(self, send: Callable[[], Any], url: str) -> Any:
+        """`send()` until it succeeds, retrying what `_wait` allows; the response, or the
+        error of the last attempt."""
         attempt = 0
         while True:
             try:
                 response = send()
             except self.httpx.HTTPError as exc:
-                if attempt < self.options.max_retries and self._retryable(exc):
-                    time.sleep(self._delay(attempt))
-                    attempt += 1
-                    continue
-                raise self._failure(exc, url) from exc
-            if response.status_code < 400:
-                return response
-            if response.status_code in RETRY_STATUSES and attempt < self.options.max_retries:
-                time.sleep(self._delay(attempt, response))
-                attempt += 1
-                continue
-            raise ServerError(self.engine, response.status_code, url, _error_detail(response.content))
+                wait = self._wait(attempt, exc=exc)
+                if wait is None:
+                    raise self._failure(exc, url) from exc
+            else:
+                if response.status_code < 400:
+                    return response
+                content = response.read()
+                response.close()
+                wait = self._wait(attempt, response=response)
+                if wait is None:
+                    raise ServerError(self.engine, response.status_code, url, _error_detail(content))
+            time.sleep(wait)
+            attempt += 1
 
     def stream_events(self, path: str, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """POST `body` and yield each SSE event's JSON, up to ``[DONE]`` or the end of the
         stream. Closing the iterator closes the connection, which tells the server to stop."""
         url = self.url(path)
-        attempt = 0
-        while True:
+
+        def send():
             request = self._client.build_request("POST", url, json=body,
                                                  headers={"Accept": "text/event-stream"})
-            try:
-                response = self._client.send(request, stream=True)
-            except self.httpx.HTTPError as exc:
-                if attempt < self.options.max_retries and self._retryable(exc):
-                    time.sleep(self._delay(attempt))
-                    attempt += 1
-                    continue
-                raise self._failure(exc, url) from exc
-            if response.status_code >= 400:
-                content = response.read()
-                response.close()
-                if response.status_code in RETRY_STATUSES and attempt < self.options.max_retries:
-                    time.sleep(self._delay(attempt, response))
-                    attempt += 1
-                    continue
-                raise ServerError(self.engine, response.status_code, url, _error_detail(content))
-            break
+            return self._client.send(request, stream=True)
+
+        response = self._send(send, url)
         try:
             parser = SSEParser()
             try:
@@ -303,13 +308,6 @@ class HTTPClient:
         finally:
             response.close()
 
-    def _broken_stream(self, exc: Exception, url: str) -> EngineError:
-        if isinstance(exc, self.httpx.TimeoutException):
-            return EngineError(self.engine, f"the stream from {url} sent nothing for "
-                                            f"{self.options.timeout:g} s (timeout)")
-        return EngineError(self.engine, f"the server closed the stream from {url} before it "
-                                        f"finished ({type(exc).__name__}: {exc})")
-
     # -- async -------------------------------------------------------------------------------
     async def apost_json(self, path: str, body: Mapping[str, Any]) -> Any:
         return (await self.apost_json_with_headers(path, body))[0]
@@ -317,48 +315,40 @@ class HTTPClient:
     async def apost_json_with_headers(self, path: str, body: Mapping[str, Any]) -> tuple[Any, Any]:
         url = self.url(path)
         client = self._aclient()
+        response = await self._asend(lambda: client.post(url, json=body), url)
+        return self._json(response, url), response.headers
+
+    async def _asend(self, send: Callable[[], Any], url: str) -> Any:
+        """The asyncio counterpart of `_send`."""
         attempt = 0
         while True:
             try:
-                response = await client.post(url, json=body)
+                response = await send()
             except self.httpx.HTTPError as exc:
-                if attempt < self.options.max_retries and self._retryable(exc):
-                    await asyncio.sleep(self._delay(attempt))
-                    attempt += 1
-                    continue
-                raise self._failure(exc, url) from exc
-            if response.status_code < 400:
-                return self._json(response, url), response.headers
-            if response.status_code in RETRY_STATUSES and attempt < self.options.max_retries:
-                await asyncio.sleep(self._delay(attempt, response))
-                attempt += 1
-                continue
-            raise ServerError(self.engine, response.status_code, url, _error_detail(response.content))
+                wait = self._wait(attempt, exc=exc)
+                if wait is None:
+                    raise self._failure(exc, url) from exc
+            else:
+                if response.status_code < 400:
+                    return response
+                content = await response.aread()
+                await response.aclose()
+                wait = self._wait(attempt, response=response)
+                if wait is None:
+                    raise ServerError(self.engine, response.status_code, url, _error_detail(content))
+            await asyncio.sleep(wait)
+            attempt += 1
 
     async def astream_events(self, path: str, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
         url = self.url(path)
         client = self._aclient()
-        attempt = 0
-        while True:
+
+        def send():
             request = client.build_request("POST", url, json=body,
                                            headers={"Accept": "text/event-stream"})
-            try:
-                response = await client.send(request, stream=True)
-            except self.httpx.HTTPError as exc:
-                if attempt < self.options.max_retries and self._retryable(exc):
-                    await asyncio.sleep(self._delay(attempt))
-                    attempt += 1
-                    continue
-                raise self._failure(exc, url) from exc
-            if response.status_code >= 400:
-                content = await response.aread()
-                await response.aclose()
-                if response.status_code in RETRY_STATUSES and attempt < self.options.max_retries:
-                    await asyncio.sleep(self._delay(attempt, response))
-                    attempt += 1
-                    continue
-                raise ServerError(self.engine, response.status_code, url, _error_detail(content))
-            break
+            return client.send(request, stream=True)
+
+        response = await self._asend(send, url)
         try:
             parser = SSEParser()
             try:
