@@ -80,6 +80,25 @@ def llama_cpp_server():
 
 
 @pytest.fixture(scope="session")
+def vllm_server():
+    """Like `llama_cpp_server`, for vLLM's own OpenAI-compatible server. Opt-in: vLLM needs its
+    own environment, named by UNILLM_VLLM_PYTHON."""
+    from .servers.vllm import VLLMServers, python
+
+    servers = VLLMServers()
+
+    def start(model_dir: str) -> tuple[str, dict]:
+        if python() is None:
+            pytest.skip("vLLM's server runs in its own environment: set UNILLM_VLLM_PYTHON to "
+                        "that environment's python to run this target")
+        url = servers.base_url(model_dir)
+        return "test-model", {"base_url": url + "/v1", "server": "vllm", "timeout": 120.0}
+
+    yield start
+    servers.close()
+
+
+@pytest.fixture(scope="session")
 def tgi_standin(hf_generator, tiny_llama):
     """Base URL of a TGI-protocol stand-in server running the tiny Llama through the
     transformers engine (no real TGI can run here: see tests/servers/tgi_standin.py)."""

@@ -138,7 +138,9 @@ class TokenEvent:
     """One step of `Engine.stream`: new token ids (or text, for text engines) of sample `index`.
 
     The last event of a sample carries its `finish_reason` (and, for text engines, the
-    server's `output_tokens` count when it sends one).
+    server's `output_tokens` count when it sends one). A text engine whose server says how
+    many tokens a piece of text came from sets `tokens` (a server may send several tokens in
+    one chunk); otherwise each event with text counts as one token for timing.
     """
 
     index: int = 0
@@ -148,6 +150,17 @@ class TokenEvent:
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
     output_tokens: int | None = None
+    tokens: int | None = None
+
+    @property
+    def token_count(self) -> int:
+        """How many output tokens this event stands for (token ids, else `tokens`, else one
+        per piece of text)."""
+        if self.token_ids:
+            return len(self.token_ids)
+        if self.tokens is not None:
+            return self.tokens
+        return 1 if self.text else 0
 
 
 class EngineOptions(BaseModel):

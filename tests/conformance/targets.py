@@ -51,6 +51,8 @@ CONFIGURED: list[Target] = [
     # llama.cpp splits "\n    " differently from Qwen2's tokenizer and the prompts differ.
     Target("openai-llama-cpp-python", "openai", server="llama_cpp_server",
            presets=("llama-tiny", "gpt2-tiny")),
+    # vLLM's own server (opt-in: UNILLM_VLLM_PYTHON names an environment with vLLM).
+    Target("openai-vllm", "openai", server="vllm_server"),
 ]
 
 

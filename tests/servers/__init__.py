@@ -5,6 +5,8 @@
 - `tgi_standin.py`: a TGI-protocol server over unillm's transformers engine (no real TGI can
   run here: it needs Rust/CUDA builds or docker). It runs a real model; only the HTTP framing
   is TGI's.
+- `vllm.py`: vLLM's own OpenAI-compatible server, where UNILLM_VLLM_PYTHON names an
+  environment with vLLM (opt-in: vLLM needs its own environment).
 - `faults.py`: a proxy in front of either that rate-limits, drops connections mid-stream or
   stalls, to test retries, errors and timeouts against real responses.
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from contextlib import contextmanager
@@ -41,6 +44,28 @@ def wait_until_ready(url: str, timeout: float, alive=lambda: True) -> None:
             last = f"{type(exc).__name__}"
         time.sleep(0.2)
     raise TimeoutError(f"{url} not ready after {timeout:g} s ({last})")
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Terminate a server we started (SIGTERM, then SIGKILL after `grace` s). Servers are
+    started with `start_new_session=True`, so the signal goes to their process group: workers
+    they spawned (vLLM's engine core) go with them."""
+    import os
+    import signal
+
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)  # the group whose leader is the process we started
+        except ProcessLookupError:
+            pass
+
+    if proc.poll() is None:
+        signal_group(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            signal_group(signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 @contextmanager

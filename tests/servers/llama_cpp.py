@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import free_port, wait_until_ready
+from . import free_port, stop_process, wait_until_ready
 
 SERVER_MODULES = ("llama_cpp", "sse_starlette", "starlette_context", "pydantic_settings",
                   "fastapi", "uvicorn")
@@ -55,29 +55,20 @@ class LlamaCppServers:
             ]
             with open(log, "wb") as out:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
             url = f"http://127.0.0.1:{port}"
             try:
                 wait_until_ready(url + "/v1/models", 90, alive=lambda: proc.poll() is None)
             except Exception as exc:
-                self._stop(proc)
+                stop_process(proc)
                 raise RuntimeError(f"llama-cpp-python's server did not start: {exc}\n"
                                    f"{log.read_text()[-2000:]}") from None
             self.running[key] = (proc, url, log)
         return self.running[key][1]
 
-    @staticmethod
-    def _stop(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
     def close(self) -> None:
         for proc, _, log in self.running.values():
-            self._stop(proc)
+            stop_process(proc)
             log.unlink(missing_ok=True)
         self.running.clear()

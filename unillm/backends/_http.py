@@ -397,9 +397,9 @@ class StopCollector:
 
     def take(self, event: TokenEvent) -> bool:
         """Record one TokenEvent; True when the stream can be closed."""
+        self.times.extend([now()] * event.token_count)
         if event.text:
             self.parts.append(event.text)
-            self.times.append(now())
             if self.request.should_stop(0, text=event.text):
                 return True
         if event.finish_reason is not None:
@@ -410,7 +410,7 @@ class StopCollector:
     def result(self) -> list[EngineSequence]:
         text = "".join(self.parts)
         final = self.final
-        if final is None:  # unillm's stop fired: one token per text chunk received
+        if final is None:  # unillm's stop fired: the tokens received so far
             return [EngineSequence([], "length", text=text, token_times=self.times,
                                    output_tokens=len(self.times))]
         return [EngineSequence([], final.finish_reason or "length", final.stop_reason, text=text,

