@@ -57,6 +57,13 @@ def hf_generator(tiny_llama):
     gen.close()
 
 
+def _vocab_size(model_dir: str) -> int:
+    import json
+    from pathlib import Path
+
+    return int(json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"])
+
+
 @pytest.fixture(scope="session")
 def llama_cpp_server():
     """function(model_dir) -> (model name, `openai` engine options) for llama-cpp-python's own
@@ -73,7 +80,7 @@ def llama_cpp_server():
                 "-e plugins/unillm-llamacpp)", "openai")
         url = servers.base_url(model_dir)
         return "test-model", {"base_url": url + "/v1", "server": "llama-cpp-python",
-                              "timeout": 120.0}
+                              "timeout": 120.0, "vocab_size": _vocab_size(model_dir)}
 
     yield start
     servers.close()
@@ -92,7 +99,8 @@ def vllm_server():
             pytest.skip("vLLM's server runs in its own environment: set UNILLM_VLLM_PYTHON to "
                         "that environment's python to run this target")
         url = servers.base_url(model_dir)
-        return "test-model", {"base_url": url + "/v1", "server": "vllm", "timeout": 120.0}
+        return "test-model", {"base_url": url + "/v1", "server": "vllm", "timeout": 120.0,
+                              "vocab_size": _vocab_size(model_dir)}
 
     yield start
     servers.close()

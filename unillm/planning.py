@@ -89,12 +89,16 @@ def plan(
     else:
         replicas = (engine_params,) * replicas_n
 
+    # A text engine that matches stop strings itself and defers them by min_tokens has applied
+    # both already; matching its text again would ignore min_tokens (unillm cannot tell which
+    # text the first min_tokens tokens are without ids).
+    rematch = caps.token_ids or "stop" in emulated or params.min_tokens == 0
     rules = StopRules(
         # Stop strings are matched here even when the engine stops at them natively: the ids it
         # returns still contain the string, engines disagree on which of several strings wins,
         # and a stream must hold back text that may turn out to be one. On text an engine has
         # already cut, matching again changes nothing.
-        stop=params.stop,
+        stop=params.stop if rematch else (),
         stop_token_ids=frozenset(params.stop_token_ids) if "stop_token_ids" in emulated
         else frozenset(),
         min_tokens=params.min_tokens,

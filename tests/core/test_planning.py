@@ -28,3 +28,11 @@ def test_text_engines_cannot_defer_emulated_stop_strings_by_min_tokens():
     assert plan(SP(stop=["a"]), caps(False), "server", frozenset()).emulated == ("stop",)
     assert plan(SP(min_tokens=2), caps(False), "server", frozenset()).emulated == ()
     assert plan(SP(min_tokens=2, stop=["a"]), caps(True), "local", frozenset()).emulated == ("stop",)
+
+
+def test_text_engines_stopping_natively_keep_their_min_tokens():
+    native = Capabilities(params=frozenset({"max_tokens", "temperature", "min_tokens", "stop"}),
+                          token_ids=False)
+    # the server deferred the stop strings by min_tokens: unillm must not cut its text again
+    assert plan(SP(min_tokens=2, stop=["a"]), native, "server", frozenset()).rules.stop == ()
+    assert plan(SP(stop=["a"]), native, "server", frozenset()).rules.stop == ("a",)

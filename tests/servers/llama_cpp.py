@@ -7,7 +7,9 @@ The test model is converted to an f32 GGUF by the llama.cpp plugin's converter
 - ``--interrupt_requests false``: by default the server cuts a running stream short whenever
   another request arrives, which would break concurrent requests;
 - ``--last_n_tokens_size 2048``: its penalties look only this far back (default 64);
-- ``--n_threads 2``: the test machine's cores.
+- ``--n_threads 2``: the test machine's cores;
+- ``--type_k 0 --type_v 0``: an f32 KV cache (llama.cpp's default is f16, which breaks near
+  ties between logits differently from the float32 reference).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class LlamaCppServers:
                 "--host", "127.0.0.1", "--port", str(port), "--model_alias", alias,
                 "--interrupt_requests", "false", "--n_threads", "2", "--n_ctx", "2048",
                 "--last_n_tokens_size", "2048", "--verbose", "false",
+                "--type_k", "0", "--type_v", "0",  # an f32 KV cache (GGML_TYPE_F32 = 0)
             ]
             with open(log, "wb") as out:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,

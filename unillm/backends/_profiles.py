@@ -145,7 +145,8 @@ PROFILES: dict[str, Profile] = {
             "refused (llama.cpp does not apply it to the prompt, as unillm's definition does). "
             "ignore_eos is sent as min_tokens = max_tokens. Start the server with "
             "`--interrupt_requests false`: otherwise it cuts a stream short whenever another "
-            "request arrives (unillm reports that as an error).",
+            "request arrives (unillm reports that as an error). It can exceed max_tokens by a "
+            "few tokens to complete a UTF-8 character.",
         ),
         Profile(
             "llama.cpp", "llama.cpp's own server (`llama-server`)",

@@ -45,6 +45,10 @@ class OpenAIOptions(HTTPOptions):
         default_factory=dict, description="fields added to every request body (server-specific "
         "options outside SamplingParams)",
     )
+    vocab_size: int | None = Field(
+        None, ge=1, description="the model's vocabulary size, if known: a top_k at or above it "
+        "filters nothing and is sent as off (llama.cpp draws differently under any top_k)",
+    )
 
 
 def _finish(engine: str, reason: Any) -> str:
@@ -62,10 +66,12 @@ class OpenAIProtocol:
     by the HTTP engine and by MLC's in-process engine, whose Python API speaks the same schema.
     """
 
-    def __init__(self, engine: str, profile: Profile, extra_body: dict[str, Any] | None = None):
+    def __init__(self, engine: str, profile: Profile, extra_body: dict[str, Any] | None = None,
+                 vocab_size: int | None = None):
         self.engine = engine
         self.profile = profile
         self.extra_body = dict(extra_body or {})
+        self.vocab_size = vocab_size
         controlled = RESERVED | set(profile.extra(SamplingParams()))
         clash = sorted(controlled & set(self.extra_body))
         if clash:
@@ -86,6 +92,8 @@ class OpenAIProtocol:
         """(the route, ``completions`` or ``chat/completions``; the request body). Records the
         sampling fields sent in `request.received`."""
         p = request.params
+        if self.vocab_size is not None and p.top_k is not None and p.top_k >= self.vocab_size:
+            p = p.replace(top_k=None)  # keeps every token: "off", the same draw as no top_k
         body: dict[str, Any] = {"model": model}
         if request.messages is not None:
             path = "chat/completions"
@@ -216,7 +224,8 @@ class OpenAIEngine(Engine):
     def __init__(self, model: str, options: OpenAIOptions):
         super().__init__(model, options)
         self.name = "openai"
-        self.protocol = OpenAIProtocol("openai", PROFILES[options.server], options.extra_body)
+        self.protocol = OpenAIProtocol("openai", PROFILES[options.server], options.extra_body,
+                                       options.vocab_size)
         self.capabilities = self.protocol.capabilities(concurrent=True)
         self.client = HTTPClient("openai", options)
         self.server_models: list[str] | None = None
