@@ -38,6 +38,7 @@ ENGINE_OPTIONS = {
     # other processes make both sides' timings swing by 10x; the ratio is what is measured.
     "ctranslate2": {"compute_type": "float32", "intra_threads": 1},
     "vllm": {"dtype": "float32", "enforce_eager": True},
+    "llamacpp": {"quantization": "f32", "kv_cache_type": "f32"},
 }
 
 

@@ -7,8 +7,18 @@
 Importing unillm imports no engine: each engine imports its library when it is loaded.
 """
 
-from .engine import Capabilities, Engine, EngineOptions, EngineRequest, EngineSequence, Knob, TokenEvent
+from .engine import (
+    Capabilities,
+    Engine,
+    EngineOptions,
+    EngineRequest,
+    EngineSequence,
+    Knob,
+    PartialBatchFailure,
+    TokenEvent,
+)
 from .errors import (
+    BatchError,
     ContextLengthError,
     EngineError,
     EngineNotFoundError,
@@ -19,7 +29,15 @@ from .errors import (
     UnknownParameterError,
     UnsupportedParameterError,
 )
-from .generator import AsyncStream, Generator, InvalidPromptError, Stream, TokensPrompt
+from .generator import (
+    AsyncStream,
+    Generator,
+    InvalidPromptError,
+    MultiStream,
+    Prepared,
+    Stream,
+    TokensPrompt,
+)
 from .hookspecs import hookimpl
 from .loading import load
 from .params import SamplingParams
@@ -31,6 +49,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncStream",
+    "BatchError",
     "Capabilities",
     "Chunk",
     "Completion",
@@ -49,6 +68,9 @@ __all__ = [
     "InvalidParameterError",
     "InvalidPromptError",
     "Knob",
+    "PartialBatchFailure",
+    "MultiStream",
+    "Prepared",
     "RunTiming",
     "Sample",
     "SamplingParams",

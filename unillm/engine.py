@@ -32,7 +32,11 @@ EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n"})
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """What the core needs from a model's tokenizer."""
+    """What the core needs from a model's tokenizer.
+
+    Optionally also `vocab_size` (an int), which a server uses to refuse token ids outside
+    the vocabulary before they reach (and fail) a shared batch.
+    """
 
     eos_token_ids: frozenset[int]
 
@@ -105,6 +109,16 @@ class EngineRequest:
     received: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int | None = None  # set by text engines from the server's usage figures
     metrics: dict[str, Any] = field(default_factory=dict)  # engine's own timing, if any
+    _aborted: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+
+    def abort(self) -> None:
+        """Ask the engine to stop this request while the rest of its batch goes on (its caller
+        left, or an emulated stop fired). Thread-safe; see `Engine.stream_batch`."""
+        self._aborted.set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
 
     def should_stop(
         self, index: int, token_ids: Sequence[int] = (), text: str | None = None
@@ -163,6 +177,24 @@ class TokenEvent:
         return 1 if self.text else 0
 
 
+class PartialBatchFailure(Exception):
+    """Raised by `Engine.generate` / `agenerate` when only some requests of a batch failed.
+
+    An engine that runs a batch in several independent pieces (unillm's Ray replicas, an HTTP
+    engine sending one request per prompt) raises this instead of a plain exception, so the
+    requests that did complete are not thrown away: `results[i]` holds request i's samples, or
+    None where it failed, and `errors[i]` the reason. The caller gets a `unillm.BatchError`
+    carrying the completed prompts' `Completion`s and each failed prompt's error.
+    """
+
+    def __init__(self, results: Sequence[list[EngineSequence] | None],
+                 errors: Mapping[int, BaseException]):
+        self.results = list(results)
+        self.errors = dict(errors)
+        first = next(iter(self.errors.values()), None)
+        super().__init__(f"{len(self.errors)} of {len(self.results)} requests failed: {first}")
+
+
 class EngineOptions(BaseModel):
     """Base of each engine's options schema: unknown options are an error naming them."""
 
@@ -195,6 +227,29 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         """Yield tokens as they are produced. Closing the iterator must stop generation."""
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """Stream a batch: yield ``(index into requests, event)`` as tokens are produced.
+
+        An engine that can stream several prompts in one native batch overrides this (a server
+        then batches streaming clients instead of running them one after another). It must
+        stop producing a request's tokens soon after `request.aborted` becomes true, without
+        ending the others; closing the iterator must stop the whole batch. This default is
+        correct but not batched: the requests stream one after another through `stream`.
+        """
+        for index, request in enumerate(requests):
+            if request.aborted:
+                continue
+            events = self.stream(request)
+            try:
+                for event in events:
+                    yield index, event
+                    if request.aborted:
+                        break
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
 
     async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
         """Async batch; engines with an async API override this, others run in a thread."""

@@ -7,10 +7,11 @@ if the engine can, emulated if unillm can, otherwise an error, never silence" is
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .decoding import StopRules
-from .engine import EMULATED_BY_CORE, Capabilities
+from .engine import EMULATED_BY_CORE, Capabilities, EngineRequest
 from .errors import UnsupportedParameterError
 from .params import SEED_MAX, SamplingParams
 
@@ -105,3 +106,18 @@ def plan(
         terminators=eos_token_ids | frozenset(params.stop_token_ids),
     )
     return Plan(engine_params, rules, replicas, copies, tuple(sorted(emulated)))
+
+
+def batch_groups(requests: Sequence[EngineRequest], caps: Capabilities) -> list[list[int]]:
+    """Which requests go to the engine in one call (indices, in order): all of them if the
+    engine mixes parameters in a batch (``per_request``), else one call per distinct
+    `SamplingParams`. The `Generator` and each Ray replica (for its share of a batch) group
+    the same way."""
+    if not requests:
+        return []
+    if caps.batch_params == "per_request":
+        return [list(range(len(requests)))]
+    groups: dict[SamplingParams, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(request.params, []).append(i)
+    return list(groups.values())

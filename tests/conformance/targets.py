@@ -46,6 +46,15 @@ CONFIGURED: list[Target] = [
     # float32 for exact parity; eager mode because torch.compile on CPU adds ~75 s to the first
     # load of each model (the compiled path is the same vLLM engine, sampling included).
     Target("vllm", "vllm", {"dtype": "float32", "enforce_eager": True}),
+    # The same engine behind 2 Ray replicas (unillm.distributed): every semantic must survive
+    # the trip through the actors. Small CPU reservations so it fits beside other Ray tests.
+    Target("transformers-replicas", "transformers",
+           {"dtype": "float32", "replicas": 2, "num_cpus": 0.25}, presets=("llama-tiny",)),
+    # f32 weights and an f32 KV cache (llama.cpp's default cache is f16): exact.
+    Target("llamacpp", "llamacpp", {"quantization": "f32", "kv_cache_type": "f32"}),
+    Target("llamacpp-q8_0", "llamacpp", {"quantization": "q8_0"}, exact=False,
+           inexact_reason="8-bit weights and an f16 KV cache change near-tied argmaxes",
+           presets=("llama-tiny",)),
     # HTTP: llama-cpp-python's own OpenAI-compatible server on an f32 GGUF of each test model
     # (converted by the llama.cpp plugin's converter), with an f32 KV cache. Not qwen2-tiny:
     # there the 32nd greedy token of one prompt is half a UTF-8 character, and llama-cpp-python

@@ -464,3 +464,48 @@ def test_timing_is_consistent(gen):
     assert len(streamed.timing.token_times) == 12
     assert outs.run.output_tokens == 12 * len(PROMPTS)
     assert outs.run.wall >= max(o.timing.e2e for o in outs) * 0.999
+
+
+# -- several streams at once (what a server batches) ------------------------------------------
+def test_stream_many_equals_generate_prompt_by_prompt(gen):
+    stop = pick_stop(gen.generate(PROMPTS[1], GREEDY_LONG).text)
+    params = [GREEDY, GREEDY_LONG.replace(stop=[stop]), GREEDY, SP(max_tokens=8, temperature=0.0),
+              SP(n=2, temperature=1.0, seed=5, max_tokens=10, ignore_eos=True)]
+    expected = gen.generate(PROMPTS, params)
+    texts: dict[tuple[int, int], str] = {}
+    completions = {}
+    for index, item in gen.stream_many(PROMPTS, params):
+        assert index not in completions, "an item came after that prompt's Completion"
+        if isinstance(item, unillm.Completion):
+            completions[index] = item
+        else:
+            texts[index, item.index] = texts.get((index, item.index), "") + item.text
+    assert sorted(completions) == list(range(len(PROMPTS)))
+    for index, want in enumerate(expected):
+        got = completions[index]
+        for sample in want.samples:
+            assert texts.get((index, sample.index), "") == sample.text
+            assert got.samples[sample.index].text == sample.text
+            assert got.samples[sample.index].finish_reason == sample.finish_reason
+            if uses_ids(gen):
+                assert got.samples[sample.index].token_ids == sample.token_ids
+
+
+def test_stream_many_cancel_stops_one_prompt_and_not_the_others(gen):
+    params = SP(max_tokens=64, temperature=0.0, ignore_eos=True)
+    multi = gen.stream_many(PROMPTS[:3], params)
+    seen: dict[int, int] = {}
+    completions = {}
+    with multi:
+        for index, item in multi:
+            if isinstance(item, unillm.Completion):
+                completions[index] = item
+                continue
+            seen[index] = seen.get(index, 0) + 1
+            if index == 1 and seen[index] == 3:
+                multi.cancel(1)
+    assert completions[1].finish_reason == "abort"
+    assert completions[1].timing.output_tokens < 64
+    full = gen.generate([PROMPTS[0], PROMPTS[2]], params)
+    assert [completions[0].text, completions[2].text] == [c.text for c in full]
+    assert completions[0].finish_reason == completions[2].finish_reason == "length"

@@ -3,8 +3,9 @@
 Every sampling field is passed explicitly on every call, and the checkpoint's own
 `generation_config.json` sampling values are set aside at load, so nothing leaks in (transformers
 fills any field left None from that file, and its global default is top_k 50). A list of
-prompts is one left-padded `generate` call. Streaming and per-token timing in batch calls use
-a streamer that receives each step's tokens; emulated stop strings stop rows through a
+prompts is one left-padded `generate` call, streamed or not (`stream_batch`, which lets a server
+batch its streaming clients). Streaming and per-token timing in batch calls use a streamer that
+receives each step's tokens; emulated stop strings stop rows through a
 stopping criterion.
 """
 
@@ -331,14 +332,40 @@ class TransformersEngine(Engine):
 
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
+        events = self.stream_batch([request])
+        try:
+            for _, event in events:
+                yield event
+        finally:
+            events.close()
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """One left-padded `generate` call per `max_batch_size` prompts, its tokens handed
+        over step by step; an aborted request's rows are stopped by a stopping criterion."""
+        size = self.options.max_batch_size or len(requests) or 1
+        for first in range(0, len(requests), size):
+            part = requests[first:first + size]
+            if all(r.aborted for r in part):
+                continue
+            events = self._stream_batch(part)
+            try:
+                for index, event in events:
+                    yield first + index, event
+            finally:
+                events.close()
+
+    def _stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         torch = self.torch
-        p = request.params
-        ids, mask, width = self._inputs([request])
+        p = requests[0].params
+        n = p.n
+        rows = len(requests) * n
+        ids, mask, width = self._inputs(requests)
         kwargs, record = self._generation_kwargs(p, width)
         kwargs["generation_config"].output_logits = False
-        request.received = record
+        for r in requests:
+            r.received = dict(record)
         steps: queue.Queue = queue.Queue()
         cancelled = threading.Event()
         failure: list[BaseException] = []
@@ -346,8 +373,11 @@ class TransformersEngine(Engine):
 
         class _Cancel(StoppingCriteria):
             def __call__(self, input_ids, scores, **_):
-                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool,
-                                  device=input_ids.device)
+                if cancelled.is_set():
+                    stop = [True] * rows
+                else:
+                    stop = [requests[row // n].aborted for row in range(rows)]
+                return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
 
         def on_step(value) -> None:
             if value is None:
@@ -382,8 +412,8 @@ class TransformersEngine(Engine):
         worker = threading.Thread(target=run, name="unillm-transformers", daemon=True)
         worker.start()
         terminators = set(kwargs["generation_config"].eos_token_id or ())
-        finished = [False] * p.n
-        counts = [0] * p.n
+        finished = [False] * rows
+        counts = [0] * rows
         try:
             while True:
                 step = steps.get()
@@ -392,6 +422,9 @@ class TransformersEngine(Engine):
                 tokens, lps = step
                 for row, token in enumerate(tokens):
                     if finished[row]:
+                        continue
+                    if requests[row // n].aborted:  # the core ends it; emit nothing more
+                        finished[row] = True
                         continue
                     counts[row] += 1
                     finish = reason = None
@@ -402,13 +435,15 @@ class TransformersEngine(Engine):
                         finish = "length"
                     if finish:
                         finished[row] = True
-                    yield TokenEvent(row, (token,), finish_reason=finish, stop_reason=reason,
-                                     logprobs=[lps[row]] if lps else None)
+                    yield row // n, TokenEvent(
+                        row % n, (token,), finish_reason=finish, stop_reason=reason,
+                        logprobs=[lps[row]] if lps else None,
+                    )
             if failure:
                 raise failure[0]
-            for row in range(p.n):
+            for row in range(rows):
                 if not finished[row]:
-                    yield TokenEvent(row, (), finish_reason="length")
+                    yield row // n, TokenEvent(row % n, (), finish_reason="length")
         finally:
             cancelled.set()
             worker.join()
