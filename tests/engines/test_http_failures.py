@@ -155,3 +155,45 @@ def test_tgi_against_tgi_protocol_standin_server_validation_errors_pass_through(
                      extra_parameters={"grammar": {"type": "regex", "value": "a+"}}) as gen:
         with pytest.raises(unillm.EngineError, match="HTTP 422.*grammar"):
             gen.generate("x", SP(max_tokens=4))
+
+
+# -- batches ----------------------------------------------------------------------------------
+def test_a_failed_request_costs_only_its_own_prompt(proxy, llama):
+    with through(proxy, llama, max_concurrency=1, max_retries=0) as gen:
+        prompts = ["The quick brown fox", "x", "Hello"]
+        expected = [gen.generate(p, SP(max_tokens=8, temperature=0.0)).text for p in prompts]
+        proxy.fail_next = [400]  # the first request of the batch is refused
+        with pytest.raises(unillm.BatchError) as info:
+            gen.generate(prompts, SP(max_tokens=8, temperature=0.0))
+        err = info.value
+        assert list(err.errors) == [0] and "HTTP 400" in str(err.errors[0])
+        assert [c.text if c else None for c in err.completions] == [None, *expected[1:]]
+
+        async def run():
+            proxy.fail_next = [400]
+            return await gen.agenerate(prompts, SP(max_tokens=8, temperature=0.0))
+
+        with pytest.raises(unillm.BatchError) as info:
+            asyncio.run(run())
+        assert list(info.value.errors) == [0]
+
+
+def test_stream_many_streams_server_requests_concurrently(llama):
+    name, options = llama
+    prompts = ["The quick brown fox", "x", "Hello", "def f():"]
+    params = SP(max_tokens=12, temperature=0.0, ignore_eos=True)
+    with unillm.load("openai", name, **{**options, "max_concurrency": 4}) as gen:
+        expected = [gen.generate(p, params).text for p in prompts]
+        texts = {i: "" for i in range(len(prompts))}
+        with gen.stream_many(prompts, params) as multi:
+            for index, item in multi:
+                if isinstance(item, unillm.Chunk):
+                    texts[index] += item.text
+            assert [c.text for c in multi.completions] == expected
+        assert [texts[i] for i in range(len(prompts))] == expected
+        with gen.stream_many(prompts, params) as multi:  # cancelling one leaves the others
+            for index, item in multi:
+                if index == 0 and isinstance(item, unillm.Chunk):
+                    multi.cancel(0)
+            assert multi.completions[0].finish_reason == "abort"
+            assert [c.text for c in multi.completions[1:]] == expected[1:]

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr
 
-from ..engine import EngineOptions, EngineRequest, EngineSequence, TokenEvent
+from ..engine import EngineOptions, EngineRequest, EngineSequence, PartialBatchFailure, TokenEvent
 from ..errors import EngineError
 from ..timing import now
 
@@ -441,34 +442,100 @@ async def acollect(
     return collector.result()
 
 
-# -- bounded concurrency --------------------------------------------------------------------
+# -- bounded concurrency ----------------------------------------------------------------------
+def _outcome(results: list[Any], errors: dict[int, BaseException]) -> list[Any]:
+    """Every result, or the failure: the error itself when every request failed, else
+    `PartialBatchFailure`, so the requests that completed are not thrown away."""
+    if errors and len(errors) == len(results):
+        raise errors[min(errors)]
+    if errors:
+        raise PartialBatchFailure(results, errors)
+    return results
+
+
 def run_bounded(work: Callable[[T], R], items: Sequence[T], limit: int) -> list[R]:
-    """`work` over `items`, at most `limit` at a time, results in input order. On the first
-    failure the items not yet started are dropped, the running ones finish, and it is raised."""
+    """`work` over `items`, at most `limit` at a time, results in input order; a failing item
+    costs only itself (see `_outcome`)."""
+    results: list[Any] = [None] * len(items)
+    errors: dict[int, BaseException] = {}
+
+    def one(i: int) -> None:
+        try:
+            results[i] = work(items[i])
+        except Exception as exc:  # noqa: BLE001 - reported per request
+            errors[i] = exc
+
     if len(items) <= 1 or limit <= 1:
-        return [work(item) for item in items]
-    pool = ThreadPoolExecutor(max_workers=min(limit, len(items)), thread_name_prefix="unillm-http")
-    try:
-        futures = [pool.submit(work, item) for item in items]
-        return [f.result() for f in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for i in range(len(items)):
+            one(i)
+    else:
+        with ThreadPoolExecutor(max_workers=min(limit, len(items)),
+                                thread_name_prefix="unillm-http") as pool:
+            list(pool.map(one, range(len(items))))
+    return _outcome(results, errors)
 
 
-async def arun_bounded(work: Callable[[T], Any], items: Iterable[T], limit: int) -> list[Any]:
-    """The asyncio counterpart of `run_bounded`: on the first failure the others are
-    cancelled (which closes their connections) before it is raised."""
+async def arun_bounded(work: Callable[[T], Any], items: Sequence[T], limit: int) -> list[Any]:
+    """The asyncio counterpart of `run_bounded`."""
     semaphore = asyncio.Semaphore(limit)
+    results: list[Any] = [None] * len(items)
+    errors: dict[int, BaseException] = {}
 
-    async def one(item: T) -> Any:
+    async def one(i: int) -> None:
         async with semaphore:
-            return await work(item)
+            try:
+                results[i] = await work(items[i])
+            except Exception as exc:  # noqa: BLE001 - reported per request
+                errors[i] = exc
 
-    tasks = [asyncio.ensure_future(one(item)) for item in items]
+    await asyncio.gather(*(one(i) for i in range(len(items))))
+    return _outcome(results, errors)
+
+
+def stream_concurrently(
+    stream: Callable[[EngineRequest], Iterator[TokenEvent]],
+    requests: Sequence[EngineRequest], limit: int,
+) -> Iterator[tuple[int, TokenEvent]]:
+    """`Engine.stream_batch` for requests that are independent streams (HTTP): up to `limit`
+    at once, each read by a worker thread; ``(index, event)`` pairs come out as they arrive. A
+    request whose `aborted` turns true is no longer read (its connection is closed); closing
+    this iterator stops them all; the first failure ends the batch."""
+    out: queue.Queue[tuple[int, TokenEvent | None, BaseException | None]] = queue.Queue()
+    stop = threading.Event()
+
+    def read(index: int) -> None:
+        request = requests[index]
+        try:
+            if stop.is_set() or request.aborted:
+                return
+            events = stream(request)
+            try:
+                for event in events:
+                    out.put((index, event, None))
+                    if stop.is_set() or request.aborted:
+                        break
+            finally:
+                events.close()  # type: ignore[attr-defined]
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            out.put((index, None, exc))
+            return
+        finally:
+            out.put((index, None, None))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(limit, len(requests))),
+                              thread_name_prefix="unillm-http-stream")
+    for index in range(len(requests)):
+        pool.submit(read, index)
+    remaining = len(requests)
     try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        while remaining:
+            index, event, exc = out.get()
+            if exc is not None:
+                raise exc
+            if event is None:
+                remaining -= 1
+                continue
+            yield index, event
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)

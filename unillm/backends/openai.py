@@ -21,7 +21,15 @@ from ..engine import Capabilities, Engine, EngineRequest, EngineSequence, Knob, 
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
-from ._http import HTTPClient, HTTPOptions, acollect, arun_bounded, collect, run_bounded
+from ._http import (
+    HTTPClient,
+    HTTPOptions,
+    acollect,
+    arun_bounded,
+    collect,
+    run_bounded,
+    stream_concurrently,
+)
 from ._profiles import PROFILES, Profile
 
 ServerName = Literal["openai", "vllm", "sglang", "llama-cpp-python", "llama.cpp", "mlc"]
@@ -259,6 +267,10 @@ class OpenAIEngine(Engine):
         for chunk in self.client.stream_events(path, body):
             yield from reader.feed(chunk)
         yield reader.end()
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """Independent requests: streamed concurrently, `max_concurrency` at a time."""
+        return stream_concurrently(self.stream, list(requests), self.options.max_concurrency)
 
     # -- async -----------------------------------------------------------------------------
     async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:

@@ -22,7 +22,15 @@ from pydantic import Field
 from ..engine import Capabilities, Engine, EngineRequest, EngineSequence, Knob, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
-from ._http import HTTPClient, HTTPOptions, acollect, arun_bounded, collect, run_bounded
+from ._http import (
+    HTTPClient,
+    HTTPOptions,
+    acollect,
+    arun_bounded,
+    collect,
+    run_bounded,
+    stream_concurrently,
+)
 
 PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"})
 
@@ -150,6 +158,10 @@ class TGIEngine(Engine):
                 if event.finish_reason is not None:
                     return
         raise self._no_finish()
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """Independent requests: streamed concurrently, `max_concurrency` at a time."""
+        return stream_concurrently(self.stream, list(requests), self.options.max_concurrency)
 
     # -- async -----------------------------------------------------------------------------
     async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
