@@ -5,6 +5,7 @@ openai-llama-cpp-python). No HTTP response here is mocked."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -128,3 +129,30 @@ def test_the_command_line_streams_from_a_server_without_a_model_name(server):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip()
     assert re.search(r"output_tokens\s+6\b", out.stderr), out.stderr
+
+
+def test_unillm_serve_in_front_of_a_server_as_a_gateway(gen):
+    """`unillm serve` over the openai engine: clients of unillm's server get the upstream
+    server's answers (requests go straight to the engine's native astream)."""
+    pytest.importorskip("fastapi", reason="unillm serve needs the serve extra")
+    import httpx
+
+    from unillm.serve import ServeConfig, create_app
+
+    from ..servers import serve_in_thread
+
+    params = SP(max_tokens=12, temperature=0.0, ignore_eos=True)
+    expected = gen.generate(PROMPTS[1], params).text
+    body = {"model": "gateway", "prompt": PROMPTS[1], "max_tokens": 12, "temperature": 0.0,
+            "ignore_eos": True}
+    app = create_app(gen, ServeConfig(served_model_name="gateway"))
+    with serve_in_thread(app, "/health") as url:
+        whole = httpx.post(url + "/v1/completions", json=body, timeout=60).json()
+        assert whole["choices"][0]["text"] == expected
+        pieces = []
+        with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True},
+                          timeout=60) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    pieces.extend(c.get("text", "") for c in json.loads(line[6:])["choices"])
+        assert "".join(pieces) == expected
