@@ -13,11 +13,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -66,6 +69,50 @@ def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             signal_group(signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+class ServerProcesses:
+    """One server process per model directory, started on first use (on a free port, waited
+    for with a bounded timeout), all stopped by `close`. A subclass says how to start one."""
+
+    title = "the server"
+    ready_path = "/v1/models"
+    ready_timeout = 90.0
+
+    def __init__(self) -> None:
+        self.running: dict[str, tuple[subprocess.Popen, str, Path]] = {}
+
+    def command(self, model_dir: str, port: int, alias: str) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def base_url(self, model_dir: str, alias: str = "test-model") -> str:
+        key = str(model_dir)
+        if key not in self.running:
+            port = free_port()
+            cmd = self.command(key, port, alias)
+            log = Path(tempfile.mkstemp(prefix="unillm-test-server-", suffix=".log")[1])
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True, env=self.env())
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_until_ready(url + self.ready_path, self.ready_timeout,
+                                 alive=lambda: proc.poll() is None)
+            except Exception as exc:
+                stop_process(proc)
+                raise RuntimeError(f"{self.title} did not start: {exc}\n"
+                                   f"{log.read_text()[-3000:]}") from None
+            self.running[key] = (proc, url, log)
+        return self.running[key][1]
+
+    def close(self) -> None:
+        for proc, _, log in self.running.values():
+            stop_process(proc)
+            log.unlink(missing_ok=True)
+        self.running.clear()
 
 
 @contextmanager

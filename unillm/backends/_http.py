@@ -26,7 +26,15 @@ from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr
 
-from ..engine import EngineOptions, EngineRequest, EngineSequence, PartialBatchFailure, TokenEvent
+from ..engine import (
+    Engine,
+    EngineOptions,
+    EngineRequest,
+    EngineSequence,
+    Knob,
+    PartialBatchFailure,
+    TokenEvent,
+)
 from ..errors import EngineError
 from ..timing import now
 
@@ -539,3 +547,55 @@ def stream_concurrently(
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- the engine skeleton ---------------------------------------------------------------------
+class HTTPEngine(Engine):
+    """What the HTTP engines share: one request per prompt, `max_concurrency` at a time (threads
+    for sync calls, the event loop for async ones); a prompt that fails costs only itself; stop
+    strings that unillm matches are read from a stream that is closed at the first match.
+
+    A subclass makes `self.client` and implements `_complete` / `_acomplete` (one request,
+    whole answer) and `stream` / `astream`.
+    """
+
+    local = False
+    tunables = {"max_concurrency": Knob("int", 1, 64, log=True, help="requests in flight at once")}
+    client: HTTPClient
+
+    def _probe(self, path: str) -> Any:
+        """GET `path` at load, so a wrong address fails at once (the client is closed then)."""
+        try:
+            return self.client.get_json(path)
+        except Exception:
+            self.client.close()
+            raise
+
+    def _complete(self, request: EngineRequest) -> list[EngineSequence]:
+        raise NotImplementedError
+
+    async def _acomplete(self, request: EngineRequest) -> list[EngineSequence]:
+        raise NotImplementedError
+
+    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        return run_bounded(self._generate_one, list(requests), self.options.max_concurrency)
+
+    def _generate_one(self, request: EngineRequest) -> list[EngineSequence]:
+        if request.trackers:  # unillm matches the stops: stream, and stop at the first one
+            return collect(request, self.stream(request))
+        return self._complete(request)
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """Independent requests: streamed concurrently, `max_concurrency` at a time."""
+        return stream_concurrently(self.stream, list(requests), self.options.max_concurrency)
+
+    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        return await arun_bounded(self._agenerate_one, list(requests), self.options.max_concurrency)
+
+    async def _agenerate_one(self, request: EngineRequest) -> list[EngineSequence]:
+        if request.trackers:
+            return await acollect(request, self.astream(request))
+        return await self._acomplete(request)
+
+    def close(self) -> None:
+        self.client.close()

@@ -12,24 +12,16 @@ exact token count and is the same as a single request with that seed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 from pydantic import Field
 
-from ..engine import Capabilities, Engine, EngineRequest, EngineSequence, Knob, TokenEvent
+from ..engine import Capabilities, EngineRequest, EngineSequence, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
-from ._http import (
-    HTTPClient,
-    HTTPOptions,
-    acollect,
-    arun_bounded,
-    collect,
-    run_bounded,
-    stream_concurrently,
-)
+from ._http import HTTPClient, HTTPEngine, HTTPOptions
 from ._profiles import PROFILES, Profile
 
 ServerName = Literal["openai", "vllm", "sglang", "llama-cpp-python", "llama.cpp", "mlc"]
@@ -222,12 +214,10 @@ class StreamReader:
                           output_tokens=count)
 
 
-class OpenAIEngine(Engine):
+class OpenAIEngine(HTTPEngine):
     """A model served behind an OpenAI-compatible HTTP API."""
 
     Options = OpenAIOptions
-    tunables = {"max_concurrency": Knob("int", 1, 64, log=True, help="requests in flight at once")}
-    local = False
 
     def __init__(self, model: str, options: OpenAIOptions):
         super().__init__(model, options)
@@ -238,12 +228,7 @@ class OpenAIEngine(Engine):
         self.client = HTTPClient("openai", options)
         self.server_models: list[str] | None = None
         if options.probe:
-            try:
-                listing = self.client.get_json("models")
-                self.server_models = [m.get("id") for m in listing.get("data", [])]
-            except Exception:
-                self.client.close()
-                raise
+            self.server_models = [m.get("id") for m in self._probe("models").get("data", [])]
         if not self.model:
             if not self.server_models:
                 self.client.close()
@@ -251,15 +236,13 @@ class OpenAIEngine(Engine):
                                              f"{self.client.url('models')}: pass the model name")
             self.model = self.server_models[0]
 
-    # -- sync ------------------------------------------------------------------------------
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
-        return run_bounded(self._generate_one, list(requests), self.options.max_concurrency)
-
-    def _generate_one(self, request: EngineRequest) -> list[EngineSequence]:
-        if request.trackers:  # unillm matches the stops: stream, and stop at the first one
-            return collect(request, self.stream(request))
+    def _complete(self, request: EngineRequest) -> list[EngineSequence]:
         path, body = self.protocol.body(self.model, request, stream=False)
         return self.protocol.sequence(request, self.client.post_json(path, body))
+
+    async def _acomplete(self, request: EngineRequest) -> list[EngineSequence]:
+        path, body = self.protocol.body(self.model, request, stream=False)
+        return self.protocol.sequence(request, await self.client.apost_json(path, body))
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         path, body = self.protocol.body(self.model, request, stream=True)
@@ -267,20 +250,6 @@ class OpenAIEngine(Engine):
         for chunk in self.client.stream_events(path, body):
             yield from reader.feed(chunk)
         yield reader.end()
-
-    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
-        """Independent requests: streamed concurrently, `max_concurrency` at a time."""
-        return stream_concurrently(self.stream, list(requests), self.options.max_concurrency)
-
-    # -- async -----------------------------------------------------------------------------
-    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
-        return await arun_bounded(self._agenerate_one, list(requests), self.options.max_concurrency)
-
-    async def _agenerate_one(self, request: EngineRequest) -> list[EngineSequence]:
-        if request.trackers:
-            return await acollect(request, self.astream(request))
-        path, body = self.protocol.body(self.model, request, stream=False)
-        return self.protocol.sequence(request, await self.client.apost_json(path, body))
 
     async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
         path, body = self.protocol.body(self.model, request, stream=True)
@@ -290,7 +259,6 @@ class OpenAIEngine(Engine):
                 yield event
         yield reader.end()
 
-    # -- facts -----------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         return {
             "base_url": self.client.base_url,
@@ -298,9 +266,6 @@ class OpenAIEngine(Engine):
             "server_models": self.server_models,
             "native": sorted(self.capabilities.params),
         }
-
-    def close(self) -> None:
-        self.client.close()
 
 
 @hookimpl

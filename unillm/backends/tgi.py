@@ -14,23 +14,15 @@ not OpenAI's definition).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pydantic import Field
 
-from ..engine import Capabilities, Engine, EngineRequest, EngineSequence, Knob, TokenEvent
+from ..engine import Capabilities, EngineRequest, EngineSequence, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
-from ._http import (
-    HTTPClient,
-    HTTPOptions,
-    acollect,
-    arun_bounded,
-    collect,
-    run_bounded,
-    stream_concurrently,
-)
+from ._http import HTTPClient, HTTPEngine, HTTPOptions
 
 PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"})
 
@@ -51,12 +43,10 @@ class TGIOptions(HTTPOptions):
     )
 
 
-class TGIEngine(Engine):
+class TGIEngine(HTTPEngine):
     """A model served by Text Generation Inference."""
 
     Options = TGIOptions
-    tunables = {"max_concurrency": Knob("int", 1, 64, log=True, help="requests in flight at once")}
-    local = False
     capabilities = Capabilities(
         params=PARAMS, batch_params="per_request", token_ids=False, chat=False,
         stop_hook=True, concurrent=True,
@@ -75,11 +65,7 @@ class TGIEngine(Engine):
         self.client = HTTPClient("tgi", options)
         self.server_info: dict[str, Any] = {}
         if options.probe:
-            try:
-                self.server_info = self.client.get_json("info")
-            except Exception:
-                self.client.close()
-                raise
+            self.server_info = self._probe("info")
         if not self.model:
             self.model = str(self.server_info.get("model_id") or "")
 
@@ -140,14 +126,13 @@ class TGIEngine(Engine):
         return EngineError(self.name, "the server ended the stream before its final event "
                                       "(no details): the completion is incomplete")
 
-    # -- sync ------------------------------------------------------------------------------
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
-        return run_bounded(self._generate_one, list(requests), self.options.max_concurrency)
-
-    def _generate_one(self, request: EngineRequest) -> list[EngineSequence]:
-        if request.trackers:  # unillm matches the stops: stream, and stop at the first one
-            return collect(request, self.stream(request))
+    # -- requests to the server -------------------------------------------------------------
+    def _complete(self, request: EngineRequest) -> list[EngineSequence]:
         data, headers = self.client.post_json_with_headers("generate", self._body(request))
+        return self._sequence(request, data, headers)
+
+    async def _acomplete(self, request: EngineRequest) -> list[EngineSequence]:
+        data, headers = await self.client.apost_json_with_headers("generate", self._body(request))
         return self._sequence(request, data, headers)
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
@@ -158,20 +143,6 @@ class TGIEngine(Engine):
                 if event.finish_reason is not None:
                     return
         raise self._no_finish()
-
-    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
-        """Independent requests: streamed concurrently, `max_concurrency` at a time."""
-        return stream_concurrently(self.stream, list(requests), self.options.max_concurrency)
-
-    # -- async -----------------------------------------------------------------------------
-    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
-        return await arun_bounded(self._agenerate_one, list(requests), self.options.max_concurrency)
-
-    async def _agenerate_one(self, request: EngineRequest) -> list[EngineSequence]:
-        if request.trackers:
-            return await acollect(request, self.astream(request))
-        data, headers = await self.client.apost_json_with_headers("generate", self._body(request))
-        return self._sequence(request, data, headers)
 
     async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
         deltas = [0]
@@ -184,9 +155,6 @@ class TGIEngine(Engine):
 
     def info(self) -> dict[str, Any]:
         return {"base_url": self.client.base_url, "server_info": self.server_info}
-
-    def close(self) -> None:
-        self.client.close()
 
 
 @hookimpl
