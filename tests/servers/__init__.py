@@ -103,8 +103,9 @@ class ServerProcesses:
                                  alive=lambda: proc.poll() is None)
             except Exception as exc:
                 stop_process(proc)
-                raise RuntimeError(f"{self.title} did not start: {exc}\n"
-                                   f"{log.read_text()[-3000:]}") from None
+                tail = log.read_text()[-3000:]
+                log.unlink(missing_ok=True)
+                raise RuntimeError(f"{self.title} did not start: {exc}\n{tail}") from None
             self.running[key] = (proc, url, log)
         return self.running[key][1]
 
