@@ -124,7 +124,7 @@ class Generator:
         return {
             "engine": self.engine_name,
             "model": self.model,
-            "options": self.engine.options.model_dump(),
+            "options": self.engine.options.model_dump(mode="json"),  # JSON-safe, secrets masked
             "context_length": self.engine.context_length,
             **self.engine.info(),
         }
@@ -645,8 +645,7 @@ class _StreamAssembler:
             self.times[i] = []
         t = now()
         ids = tuple(event.token_ids)
-        if ids or event.text:
-            self.times[i].extend([t] * max(len(ids), 1 if event.text else 0))
+        self.times[i].extend([t] * event.token_count)  # a chunk of k: one gap, k-1 zero gaps
         if event.logprobs:
             self.logprobs.setdefault(i, []).extend(event.logprobs)
         if event.output_tokens is not None:

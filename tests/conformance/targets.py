@@ -83,6 +83,15 @@ CONFIGURED: list[Target] = [
     _quantized("bnb-int8", "bnb", "int8", BNB_KERNELS),
     _quantized("gptq", "gptq", "gptq"),  # calibrated on unillm's default texts
     _quantized("torchao", "torchao", "torchao-int8"),
+    # HTTP: llama-cpp-python's own OpenAI-compatible server on an f32 GGUF of each test model
+    # (converted by the llama.cpp plugin's converter), with an f32 KV cache. Not qwen2-tiny:
+    # there the 32nd greedy token of one prompt is half a UTF-8 character, and llama-cpp-python
+    # 0.3.36 then generates past max_tokens to complete it (33 tokens for 32; see
+    # docs/engines/http.md), which a text engine cannot undo.
+    Target("openai-llama-cpp-python", "openai", server="llama_cpp_server",
+           presets=("llama-tiny", "gpt2-tiny")),
+    # vLLM's own server (opt-in: UNILLM_VLLM_PYTHON names an environment with vLLM).
+    Target("openai-vllm", "openai", server="vllm_server"),
 ]
 
 
