@@ -18,6 +18,8 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "streaming.py": ([r"finish_reason=\w+ tokens=\d+", r"streamed text == batch text"], []),
     "async_fanout.py": ([r"8 completions.*async batch == async singles == async stream"], []),
     "chat.py": ([r"<\|user\|>\\nName a prime number", r"reply: '.*' (stop|length)"], []),
+    "quantized.py": ([r"nf4: [\d,]+ bytes \([\d.]+x smaller than float32\), \d+ layers quantized",
+                      r"saved and reloaded: same greedy tokens"], []),
     "serve_openai_client.py": ([r"completion: '.*' CompletionUsage\(completion_tokens=\d+", r"chat stream: "], []),
     "timing_stats.py": ([r"tpot\s+p50=\s*[\d.]+ms", r"wrote .*stats\.json: 15 requests"], ["{tmp}/stats.json"]),
 }

@@ -7,6 +7,7 @@
 Importing unillm imports no engine: each engine imports its library when it is loaded.
 """
 
+from .backends.quantization import QuantizationConfig
 from .engine import (
     Capabilities,
     Engine,
@@ -25,6 +26,7 @@ from .errors import (
     EngineUnavailableError,
     GeneratorClosedError,
     InvalidParameterError,
+    SaveNotSupportedError,
     UnillmError,
     UnknownParameterError,
     UnsupportedParameterError,
@@ -71,8 +73,10 @@ __all__ = [
     "PartialBatchFailure",
     "MultiStream",
     "Prepared",
+    "QuantizationConfig",
     "RunTiming",
     "Sample",
+    "SaveNotSupportedError",
     "SamplingParams",
     "Stats",
     "Stream",

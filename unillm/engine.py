@@ -64,8 +64,8 @@ class Capabilities:
       (HTTP servers), whose prompt is text and whose output is text deltas.
     - `chat`: the engine takes chat messages itself (servers apply their own template).
     - `stop_hook`: during `generate`, the engine calls `request.should_stop(index, ids)` after
-      each token and stops that sample when it returns True (so emulated stops end generation
-      early instead of after max_tokens).
+      each token (text engines: `should_stop(index, text=delta)`) and stops that sample when it
+      returns True (so emulated stops end generation early instead of after max_tokens).
     - `concurrent`: calls may overlap from several threads; otherwise the core serialises them.
     """
 
@@ -120,11 +120,14 @@ class EngineRequest:
     def aborted(self) -> bool:
         return self._aborted.is_set()
 
-    def should_stop(self, index: int, token_ids: Sequence[int]) -> bool:
-        """Called by engines with `stop_hook` after each new token of sample `index`."""
+    def should_stop(
+        self, index: int, token_ids: Sequence[int] = (), text: str | None = None
+    ) -> bool:
+        """Called by engines with `stop_hook` after each new token of sample `index` (text
+        engines pass the new text instead of ids)."""
         if self.trackers is None:
             return False
-        return self.trackers[index].should_stop(token_ids)
+        return self.trackers[index].should_stop(token_ids, text)
 
 
 @dataclass
@@ -149,7 +152,9 @@ class TokenEvent:
     """One step of `Engine.stream`: new token ids (or text, for text engines) of sample `index`.
 
     The last event of a sample carries its `finish_reason` (and, for text engines, the
-    server's `output_tokens` count when it sends one).
+    server's `output_tokens` count when it sends one). A text engine whose server says how
+    many tokens a piece of text came from sets `tokens` (a server may send several tokens in
+    one chunk); otherwise each event with text counts as one token for timing.
     """
 
     index: int = 0
@@ -159,6 +164,17 @@ class TokenEvent:
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
     output_tokens: int | None = None
+    tokens: int | None = None
+
+    @property
+    def token_count(self) -> int:
+        """How many output tokens this event stands for (token ids, else `tokens`, else one
+        per piece of text)."""
+        if self.token_ids:
+            return len(self.token_ids)
+        if self.tokens is not None:
+            return self.tokens
+        return 1 if self.text else 0
 
 
 class PartialBatchFailure(Exception):
@@ -248,6 +264,14 @@ class Engine(abc.ABC):
     def info(self) -> dict[str, Any]:
         """Facts about the loaded model for `Generator.info` (device, dtype, weight bytes...)."""
         return {}
+
+    def save(self, path: str) -> None:
+        """Write the loaded model (as transformed at load, e.g. quantized) to `path`, in a form
+        this engine loads again. Engines that cannot save keep this default, which says so."""
+        from .errors import SaveNotSupportedError
+
+        raise SaveNotSupportedError(self.name or type(self).__name__,
+                                    "this engine does not implement save()")
 
     def close(self) -> None:
         """Free the engine's resources (GPU memory, worker processes, connections)."""

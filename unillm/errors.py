@@ -133,3 +133,13 @@ class BatchError(EngineError):
 
 class GeneratorClosedError(UnillmError, RuntimeError):
     """The generator was closed; load a new one."""
+
+
+class SaveNotSupportedError(UnillmError, NotImplementedError):
+    """`Generator.save` on an engine (or a model configuration) that cannot be saved: the
+    message says why, e.g. a quantization library whose models do not serialize."""
+
+    def __init__(self, engine: str, reason: str):
+        self.engine = engine
+        self.reason = reason
+        super().__init__(f"engine {engine!r} cannot save this model: {reason}")

@@ -8,6 +8,7 @@ async paths share every step but the engine call itself.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -123,7 +124,7 @@ class Generator:
         return {
             "engine": self.engine_name,
             "model": self.model,
-            "options": self.engine.options.model_dump(),
+            "options": self.engine.options.model_dump(mode="json"),  # JSON-safe, secrets masked
             "context_length": self.engine.context_length,
             **self.engine.info(),
         }
@@ -585,6 +586,21 @@ class Generator:
             yield item
 
     # -- lifetime --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the loaded model, as loaded (quantized, converted...), to the directory `path`,
+        so that `unillm.load(engine, path)` loads it again without redoing that work.
+
+        Raises `SaveNotSupportedError` when the engine, or its library for this model, cannot.
+        """
+        self._check_open()
+        with self._lock:
+            try:
+                self.engine.save(os.fspath(path))
+            except UnillmError:
+                raise
+            except Exception as exc:
+                raise EngineError(self.engine_name, f"save failed: {type(exc).__name__}: {exc}") from exc
+
     def close(self) -> None:
         """Free the engine. Further calls raise `GeneratorClosedError`."""
         if not self._closed:
@@ -629,8 +645,7 @@ class _StreamAssembler:
             self.times[i] = []
         t = now()
         ids = tuple(event.token_ids)
-        if ids or event.text:
-            self.times[i].extend([t] * max(len(ids), 1 if event.text else 0))
+        self.times[i].extend([t] * event.token_count)  # a chunk of k: one gap, k-1 zero gaps
         if event.logprobs:
             self.logprobs.setdefault(i, []).extend(event.logprobs)
         if event.output_tokens is not None:

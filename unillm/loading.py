@@ -25,6 +25,9 @@ def parse_options(engine: str, schema: type[_Model], options: Mapping[str, Any],
         return schema(**options)
     except ValidationError as exc:
         first = exc.errors()[0]
+        own = (first.get("ctx") or {}).get("error")
+        if isinstance(own, UnillmError):  # an option's own validator already named the problem
+            raise own from None
         field = str(first["loc"][0]) if first["loc"] else ""
         if first["type"] == "extra_forbidden":
             raise UnknownParameterError(field, schema.model_fields, owner=owner) from None
@@ -35,15 +38,24 @@ def parse_options(engine: str, schema: type[_Model], options: Mapping[str, Any],
         raise InvalidParameterError(field, first.get("input"), allowed, owner=owner) from None
 
 
-def build_engine(engine: str, model: str | os.PathLike[str], **options: Any) -> tuple[Engine, EngineInfo]:
+def build_engine(
+    engine: str, model: str | os.PathLike[str] | None, **options: Any
+) -> tuple[Engine, EngineInfo]:
     """The engine instance itself, without a `Generator` around it.
 
     The one place an engine is constructed: `load` uses it in this process, and each Ray
     replica (unillm.distributed) uses it inside its own process, so both validate and load the
-    same way.
+    same way. `model` None is for server engines (HTTP): the server's own model is used.
     """
     info = registry().get(engine)
     engine_cls: type[Engine] = info.engine_class  # type: ignore[assignment]
+    if model is None:
+        if engine_cls.local:
+            raise InvalidParameterError(
+                "model", None, f"a model path or id: engine {info.name!r} runs a local model",
+                owner="unillm.load",
+            )
+        model = ""  # a server engine asks its server which model it serves
     merged = {**info.defaults, **options}
     parsed = parse_options(info.name, engine_cls.Options, merged)
     try:
@@ -59,7 +71,7 @@ def build_engine(engine: str, model: str | os.PathLike[str], **options: Any) -> 
 
 def load(
     engine: str,
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | None = None,
     *,
     replicas: int | None = None,
     ray_address: str | None = None,
@@ -76,7 +88,8 @@ def load(
     engine loads (a local directory, a hub id, a .gguf file, a model name on a server);
     `options` are the engine's own (`dtype`, `device`, `compute_type`, `base_url`, ...),
     validated by the engine's options schema. An engine that is not installed raises
-    `EngineUnavailableError` with the command that installs it.
+    `EngineUnavailableError` with the command that installs it. HTTP engines may leave `model`
+    out: the server's own model is used.
 
     `replicas=N` runs N copies of the engine as Ray actors behind the same `Generator`
     (data parallelism, docs/scaling.md); `ray_address`, `num_cpus`, `num_gpus` (per replica),
@@ -91,10 +104,14 @@ def load(
     if replicas is not None:
         from .distributed import load_replicated
 
+        if model is None:
+            raise InvalidParameterError("model", None, "a model path or id: each replica loads it",
+                                        owner="unillm.load")
+
         return load_replicated(engine, os.fspath(model), replicas=replicas, options=options, **given)
     if given:
         field = next(iter(given))
         raise InvalidParameterError(field, given[field], "only used with replicas=N (Ray replicas)",
                                     owner="unillm.load")
     instance, info = build_engine(engine, model, **options)
-    return Generator(instance, engine_name=info.name, model=os.fspath(model))
+    return Generator(instance, engine_name=info.name, model=instance.model or os.fspath(model or ""))

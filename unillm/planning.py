@@ -48,6 +48,22 @@ def plan(
             continue
         raise UnsupportedParameterError(engine, name, value)
 
+    if not caps.token_ids:
+        # Text engines (HTTP servers) send text, not ids: unillm can match stop strings in it,
+        # but neither see stop tokens nor tell where the first min_tokens tokens end.
+        if "stop_token_ids" in emulated:
+            raise UnsupportedParameterError(
+                engine, "stop_token_ids", params.stop_token_ids,
+                "this engine returns text without token ids, so unillm cannot stop on them",
+            )
+        if "stop" in emulated and params.min_tokens > 0:
+            raise UnsupportedParameterError(
+                engine, "min_tokens", params.min_tokens,
+                "together with stop strings that unillm matches itself: the engine returns "
+                "text without token ids, so unillm cannot tell which text the first "
+                "min_tokens tokens are",
+            )
+
     changes: dict[str, object] = {}
     if "stop" in emulated:
         changes["stop"] = ()
@@ -74,12 +90,16 @@ def plan(
     else:
         replicas = (engine_params,) * replicas_n
 
+    # A text engine that matches stop strings itself and defers them by min_tokens has applied
+    # both already; matching its text again would ignore min_tokens (unillm cannot tell which
+    # text the first min_tokens tokens are without ids).
+    rematch = caps.token_ids or "stop" in emulated or params.min_tokens == 0
     rules = StopRules(
         # Stop strings are matched here even when the engine stops at them natively: the ids it
         # returns still contain the string, engines disagree on which of several strings wins,
         # and a stream must hold back text that may turn out to be one. On text an engine has
         # already cut, matching again changes nothing.
-        stop=params.stop,
+        stop=params.stop if rematch else (),
         stop_token_ids=frozenset(params.stop_token_ids) if "stop_token_ids" in emulated
         else frozenset(),
         min_tokens=params.min_tokens,

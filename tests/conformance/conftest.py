@@ -42,12 +42,13 @@ def load_target(request: pytest.FixtureRequest, target: Target, preset: str) -> 
 
 @pytest.fixture
 def gen(request: pytest.FixtureRequest, target: Target) -> unillm.Generator:
-    return load_target(request, target, "llama-tiny")
+    return load_target(request, target, target.preset)
 
 
-@pytest.fixture(scope="session")
-def model_path() -> str:
-    return str(build_test_model("llama-tiny"))
+@pytest.fixture
+def model_path(target: Target) -> str:
+    """The float32 checkpoint `gen` was loaded from (the reference's model)."""
+    return str(build_test_model(target.preset))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -39,13 +39,22 @@ def ref_text(path: str, ids: list[int]) -> str:
     return reference._model(path)[1].decode(ids, skip_special_tokens=True)
 
 
+def server_text(text: str) -> str:
+    """Text as servers send it. A random model can emit byte tokens that are not valid UTF-8:
+    the Hugging Face tokenizer writes U+FFFD for them, servers (llama.cpp, vLLM) drop them. A
+    text engine only gets the server's text, so that choice is the server's; every valid
+    character must still match."""
+    return text.replace("\ufffd", "")
+
+
 def assert_matches_reference(gen, path, prompt, out, max_tokens=N):
     expected = reference.greedy_ids(path, reference.encode(path, prompt), max_tokens)
     if uses_ids(gen):
         assert list(out.token_ids) == expected, f"greedy ids differ for {prompt!r}"
     else:
         body = expected[:-1] if expected and expected[-1] == reference.eos_id(path) else expected
-        assert out.text == ref_text(path, body), f"greedy text differs for {prompt!r}"
+        assert server_text(out.text) == server_text(ref_text(path, body)), (
+            f"greedy text differs for {prompt!r}")
 
 
 def pick_stop(text: str) -> str:
@@ -90,7 +99,9 @@ def test_greedy_is_deterministic(gen):
     assert [x.token_ids for x in a] == [x.token_ids for x in b]
 
 
-def test_greedy_does_not_depend_on_batch_company(gen):
+def test_greedy_does_not_depend_on_batch_company(target, gen):
+    if target.batch_variance:
+        pytest.skip(f"{target.id}: {target.batch_variance}")
     alone = gen.generate(PROMPTS[1], GREEDY_LONG)
     together = gen.generate(PROMPTS, GREEDY_LONG)[1]
     assert alone.text == together.text
@@ -135,16 +146,40 @@ def test_per_prompt_params_return_in_order(gen):
         assert out.text == alone.text and out.token_ids == alone.token_ids
 
 
+# For inexact targets: more prompts to search, since a quantized model's greedy path reaches
+# eos from fewer of them (4-bit: about 1 in 14 of the candidates above; a re-calibrated GPTQ
+# model sometimes from none of them). Fixed word pairs, so every machine searches the same list.
+_WORDS = ["the", "def", "return", "self", "import", "for", "if", "class", "value", "data",
+          "print", "name", "file", "list", "error", "None", "path", "time", "line", "result"]
+MORE_EOS_CANDIDATES = [f"{a} {b}" for a in _WORDS for b in _WORDS if a != b]
+
+
+@functools.lru_cache(maxsize=None)
+def _own_eos_prompt(target_id: str, gen) -> tuple[str, int] | None:
+    """The first candidate whose greedy continuation on this generator ends with eos after
+    k >= 4 tokens, confirmed on its own (a batch could round differently)."""
+    candidates = EOS_CANDIDATES + MORE_EOS_CANDIDATES
+    for start in range(0, len(candidates), 32):
+        chunk = candidates[start:start + 32]
+        outs = gen.generate(chunk, SP(max_tokens=64, temperature=0.0))
+        for prompt, out in zip(chunk, outs):
+            if out.finish_reason == "stop" and out.timing.output_tokens >= 4:
+                alone = gen.generate(prompt, SP(max_tokens=64, temperature=0.0))
+                if alone.finish_reason == "stop" and alone.timing.output_tokens >= 4:
+                    return prompt, alone.timing.output_tokens
+    return None
+
+
 def _eos_prompt(path: str, target=None, gen=None) -> tuple[str, int]:
     """A prompt whose greedy continuation ends with eos after k >= 4 tokens (the test model
     is built so that some do). For an inexact target (quantized weights), whose greedy path may
     differ from the reference's, its own greedy output picks the prompt."""
     if target is not None and not target.exact:
-        outs = gen.generate(EOS_CANDIDATES, SP(max_tokens=64, temperature=0.0))
-        for prompt, out in zip(EOS_CANDIDATES, outs):
-            if out.finish_reason == "stop" and out.timing.output_tokens >= 4:
-                return prompt, out.timing.output_tokens
-        pytest.fail(f"{target.id} reaches eos from none of the candidate prompts")
+        found = _own_eos_prompt(target.id, gen)
+        if found is None:
+            n = len(EOS_CANDIDATES) + len(MORE_EOS_CANDIDATES)
+            pytest.fail(f"{target.id} reaches eos from none of the {n} candidate prompts")
+        return found
     eos = reference.eos_id(path)
     for prompt in EOS_CANDIDATES:
         ids = reference.greedy_ids(path, reference.encode(path, prompt), 64)
@@ -339,7 +374,7 @@ def test_repetition_penalty_counts_the_prompt(target, gen, model_path):
         if uses_ids(gen):
             assert list(out.token_ids) == expected
         else:
-            assert out.text == ref_text(model_path, expected)
+            assert server_text(out.text) == server_text(ref_text(model_path, expected))
 
 
 NON_DEFAULT = {
@@ -422,7 +457,7 @@ def test_async_results_equal_sync_results(gen):
 
     batch, text = asyncio.run(run())
     assert [c.text for c in batch] == [c.text for c in sync]
-    assert text == sync[1].text
+    assert text == gen.generate(PROMPTS[1], GREEDY_LONG).text  # alone, like the stream
 
 
 def test_chat_applies_the_chat_template(gen):

@@ -85,3 +85,14 @@ def test_info_reports_weights_and_device(hf_generator):
     info = hf_generator.info
     assert info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["weight_bytes"] >= info["parameters"] * 4
+
+
+def test_save_writes_a_model_that_loads_back(hf_generator, tmp_path):
+    params = SP(max_tokens=12, temperature=0.0, ignore_eos=True)
+    expected = hf_generator.generate("Bonjour", params).token_ids
+    hf_generator.save(tmp_path)
+    with unillm.load("transformers", tmp_path, dtype="float32") as again:
+        assert again.generate("Bonjour", params).token_ids == expected
+        # the checkpoint's own sampling defaults were saved, not the engine's neutral ones
+        assert again.info["checkpoint_sampling_defaults_ignored"]["top_k"] == 5
+        assert again.info["quantization"] is None
