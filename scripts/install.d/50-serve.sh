@@ -1,2 +1,3 @@
-# unillm serve: FastAPI + uvicorn + prometheus-client (the openai client comes with the test extra).
+# unillm serve: FastAPI + uvicorn (with uvloop and httptools) + prometheus-client (the openai
+# client comes with the test extra).
 EXTRAS+=(serve)

@@ -535,3 +535,68 @@ def test_stream_many_cancel_stops_one_prompt_and_not_the_others(gen):
     full = gen.generate([PROMPTS[0], PROMPTS[2]], params)
     assert [completions[0].text, completions[2].text] == [c.text for c in full]
     assert completions[0].finish_reason == completions[2].finish_reason == "length"
+
+
+def _stream_many(gen, prompts, params):
+    """One `stream_many` call: the text streamed for each (prompt, sample), and each prompt's
+    Completion."""
+    texts: dict[tuple[int, int], str] = {}
+    completions = {}
+    for index, item in gen.stream_many(prompts, params):
+        assert index not in completions, "an item came after that prompt's Completion"
+        if isinstance(item, unillm.Completion):
+            completions[index] = item
+        else:
+            texts[index, item.index] = texts.get((index, item.index), "") + item.text
+    return texts, completions
+
+
+@pytest.mark.parametrize("preset", ["llama-tiny", "gpt2-tiny"])
+@pytest.mark.parametrize("kind", ["greedy", "penalised"])
+def test_stream_many_of_one_batch_equals_generate(request, target, preset, kind):
+    """Many prompts with the same parameters, as a server batches its streaming clients: one
+    native batch where the engine streams batches. Prompts of every length (a one-token prompt
+    on gpt2), rows ending at eos while others go on, and a penalised batch (which some engines
+    split by prompt length) must stream exactly what `generate` returns."""
+    gen = load_target(request, target, preset)
+    params = SP(max_tokens=40, temperature=0.0)
+    if kind == "penalised":
+        if not _supports(gen, "repetition_penalty"):
+            pytest.skip("repetition_penalty not supported (test_unsupported_parameters_raise "
+                        "covers it)")
+        params = params.replace(repetition_penalty=1.5)
+    prompts = PROMPTS + EOS_CANDIDATES[len(PROMPTS):]
+    expected = gen.generate(prompts, params)
+    assert {c.finish_reason for c in expected} == {"stop", "length"}, "want both endings"
+    texts, completions = _stream_many(gen, prompts, params)
+    assert sorted(completions) == list(range(len(prompts)))
+    for index, want in enumerate(expected):
+        got = completions[index]
+        assert texts.get((index, 0), "") == want.text == got.text, f"prompt {prompts[index]!r}"
+        assert got.finish_reason == want.finish_reason
+        if uses_ids(gen):
+            assert got.token_ids == want.token_ids
+
+
+def test_stream_many_cancelled_before_it_starts_and_closed_midway(gen):
+    params = SP(max_tokens=64, temperature=0.0, ignore_eos=True)
+    multi = gen.stream_many(PROMPTS[:3], params)
+    multi.cancel(0)  # before the engine ever sees it
+    texts: dict[int, str] = {}
+    completions = {}
+    for index, item in multi:
+        if isinstance(item, unillm.Completion):
+            completions[index] = item
+        else:
+            texts[index] = texts.get(index, "") + item.text
+    assert completions[0].finish_reason == "abort" and texts.get(0, "") == ""
+    assert completions[0].timing.output_tokens == 0
+    full = gen.generate(PROMPTS[1:3], params)
+    assert [completions[1].text, completions[2].text] == [c.text for c in full]
+
+    multi = gen.stream_many(PROMPTS[:3], params.replace(max_tokens=500))
+    for seen, _ in enumerate(multi):
+        if seen == 5:
+            break
+    multi.close()  # stops the engine for every prompt still running, and returns
+    assert [c.text for c in gen.generate(PROMPTS[1:3], params)] == [c.text for c in full]

@@ -274,3 +274,107 @@ def test_an_int8_process_exits_cleanly(tiny_llama):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "done" in out.stdout
+
+
+# -- streaming a batch ------------------------------------------------------------------------
+PROMPTS = ["a", "the quick brown fox", "def f(x):", "x y", "import os\nimport sys"]
+
+
+def _stream_many(gen, prompts, params, cancel_after: dict[int, int] | None = None):
+    multi = gen.stream_many(prompts, params)
+    texts: dict[int, str] = {}
+    chunks: dict[int, int] = {}
+    completions = {}
+    for index, item in multi:
+        if isinstance(item, unillm.Completion):
+            completions[index] = item
+            continue
+        texts[index] = texts.get(index, "") + item.text
+        chunks[index] = chunks.get(index, 0) + 1
+        if cancel_after and chunks[index] == cancel_after.get(index):
+            multi.cancel(index)
+    return texts, completions
+
+
+def test_streamed_prompts_share_one_generate_batch_call(ct2, recorded):
+    assert ct2.batches_streams
+    params = SP(max_tokens=12, temperature=0, ignore_eos=True)
+    expected = ct2.generate(PROMPTS, params)
+    recorded.results.clear()
+    texts, completions = _stream_many(ct2, PROMPTS, params)
+    assert len(recorded.results) == 1 and len(recorded.results[0]) == len(PROMPTS)
+    assert [completions[i].token_ids for i in range(len(PROMPTS))] == [c.token_ids for c in expected]
+    assert [texts[i] for i in range(len(PROMPTS))] == [c.text for c in expected]
+
+
+def test_a_cancelled_stream_stops_its_row_inside_ctranslate2(ct2, recorded):
+    params = SP(max_tokens=200, temperature=0, ignore_eos=True)
+    recorded.results.clear()
+    _, completions = _stream_many(ct2, PROMPTS[:3], params, cancel_after={1: 3})
+    assert completions[1].finish_reason == "abort"
+    assert [completions[i].finish_reason for i in (0, 2)] == ["length", "length"]
+    (results,) = recorded.results
+    lengths = [len(r.sequences_ids[0]) for r in results]
+    assert lengths[0] == lengths[2] == 200
+    assert lengths[1] < 100, "CTranslate2 kept generating the cancelled row"
+
+
+def test_a_stop_string_stops_its_row_of_a_streamed_batch_inside_ctranslate2(ct2, recorded):
+    full = ct2.generate("def f(x):", SP(max_tokens=40, temperature=0, ignore_eos=True))
+    stop = next(full.text[i:i + 2] for i in range(6, len(full.text))
+                if "\ufffd" not in full.text[i:i + 2] and full.text[i:i + 2].strip())
+    params = SP(max_tokens=200, temperature=0, ignore_eos=True, stop=[stop])
+    recorded.results.clear()
+    texts, completions = _stream_many(ct2, ["def f(x):", "the quick brown fox"], params)
+    assert completions[0].finish_reason == "stop" and completions[0].stop_reason == stop
+    assert texts[0] == completions[0].text == ct2.generate("def f(x):", params).text
+    generated = [len(r.sequences_ids[0]) for r in recorded.results[0]]
+    assert generated[0] < 100, "CTranslate2 kept generating after the stop"
+
+
+def test_a_penalised_streamed_batch_runs_one_call_per_prompt_length(ct2, recorded):
+    prompts = ["x", "the quick brown fox", "def f(x):", "def g(y):"]
+    params = SP(max_tokens=12, temperature=0, ignore_eos=True, repetition_penalty=1.7)
+    expected = ct2.generate(prompts, params)
+    lengths = {len(ct2.tokenizer.encode(p)) for p in prompts}
+    assert len(lengths) == 3, "two of the prompts must have the same length"
+    recorded.results.clear()
+    texts, completions = _stream_many(ct2, prompts, params)
+    assert len(recorded.results) == 3
+    assert [completions[i].token_ids for i in range(4)] == [c.token_ids for c in expected]
+    assert [texts[i] for i in range(4)] == [c.text for c in expected]
+
+
+def test_each_decoding_step_is_handed_over_at_once(ct2, monkeypatch):
+    """The callback collects a step's tokens of every row and hands them over together (one
+    consumer wake-up per step, not per token and row), prompts of unequal lengths included."""
+    from unillm.backends.ctranslate2 import engine as ct2_engine
+
+    handovers: list[list] = []
+
+    class Recording(ct2_engine.RowStream):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            emit = self.emit
+            self.emit = lambda items: (handovers.append(items), emit(items))
+
+    monkeypatch.setattr(ct2_engine, "RowStream", Recording)
+    params = SP(max_tokens=10, temperature=0, ignore_eos=True)
+    _, completions = _stream_many(ct2, PROMPTS, params)
+    assert all(c.timing.output_tokens == 10 for c in completions.values())
+    assert sum(len(h) for h in handovers) == 10 * len(PROMPTS)
+    spread = max(len(ct2.tokenizer.encode(p)) for p in PROMPTS) - min(
+        len(ct2.tokenizer.encode(p)) for p in PROMPTS)
+    assert len(handovers) <= 10 + spread  # one per decoding step
+    for items in handovers:
+        rows = [index for index, _ in items]
+        assert len(rows) == len(set(rows)), "a handover holds two steps of one row"
+
+
+def test_ctranslate2_sub_batches_stream_the_same_tokens(ct2, tiny_llama):
+    params = SP(max_tokens=12, temperature=0, ignore_eos=True)
+    expected = ct2.generate(PROMPTS, params)
+    with unillm.load("ctranslate2", tiny_llama, compute_type="float32", max_batch_size=2) as small:
+        texts, completions = _stream_many(small, PROMPTS, params)
+    assert [completions[i].token_ids for i in range(len(PROMPTS))] == [c.token_ids for c in expected]
+    assert [texts[i] for i in range(len(PROMPTS))] == [c.text for c in expected]

@@ -12,8 +12,10 @@ import time
 import httpx
 import pytest
 
+import unillm
 from unillm import SamplingParams as SP
 
+from ..conftest import require_engine
 from .conftest import MODEL, metric, prompts, running_server, stream_completion
 
 CLIENTS = 48
@@ -31,21 +33,28 @@ async def _many_streams(url: str, bodies: list[dict], timeout: float = 300) -> l
             asyncio.gather(*(stream_completion(client, url, b) for b in bodies)), timeout)
 
 
-def test_concurrent_streaming_clients_each_get_their_offline_greedy_output(server, hf_generator):
-    texts = prompts(CLIENTS)
-    expected = _offline(hf_generator, texts)
-    batches_before = metric(server.url, "unillm_batch_size_count")
+def _check_concurrent_streams(live, gen, clients: int = CLIENTS) -> None:
+    """`clients` streaming clients at once: each response complete and equal to the engine's
+    offline greedy output for its prompt, and the requests batched, not run one by one."""
+    texts = prompts(clients)
+    expected = _offline(gen, texts)
+    assert {e.finish_reason for e in expected} == {"stop", "length"}, "want both endings"
+    batches_before = metric(live.url, "unillm_batch_size_count")
     bodies = [{"model": MODEL, "prompt": t, "max_tokens": TOKENS, "temperature": 0}
               for t in texts]
-    results = asyncio.run(_many_streams(f"{server.v1}/completions", bodies))
-    assert [r["status"] for r in results] == [200] * CLIENTS
+    results = asyncio.run(_many_streams(f"{live.v1}/completions", bodies))
+    assert [r["status"] for r in results] == [200] * clients
     assert all(r["done"] for r in results), "a stream ended without [DONE]"
     for r, want in zip(results, expected):
         assert r["text"] == {0: want.text}
         assert r["finish"] == {0: want.finish_reason}
-    batches = metric(server.url, "unillm_batch_size_count") - batches_before
-    assert batches <= CLIENTS // 4, f"{CLIENTS} requests ran in {batches} batches: not batched"
-    assert metric(server.url, "unillm_requests_in_flight") == 0
+    batches = metric(live.url, "unillm_batch_size_count") - batches_before
+    assert batches <= clients // 4, f"{clients} requests ran in {batches} batches: not batched"
+    assert metric(live.url, "unillm_requests_in_flight") == 0
+
+
+def test_concurrent_streaming_clients_each_get_their_offline_greedy_output(server, hf_generator):
+    _check_concurrent_streams(server, hf_generator)
 
 
 def test_concurrent_chat_and_completion_clients_do_not_mix(server, hf_generator):
@@ -225,3 +234,65 @@ def test_direct_scheduling_gives_the_same_outputs(hf_generator):
         assert _wait_for_metric(live.url, "unillm_requests_in_flight", 0) == 0
         assert _wait_for_metric(live.url, "unillm_request_finished_total", 10) == 10
         assert metric(live.url, "unillm_request_finished_total", {"finish_reason": "abort"}) == 3
+
+
+# -- the same over CTranslate2 (batched streaming through its per-token callback) -------------
+@pytest.fixture(scope="module")
+def ct2_server(tiny_llama):
+    require_engine("ctranslate2")
+    gen = unillm.load("ctranslate2", tiny_llama, compute_type="float32")
+    try:
+        with running_server(gen, max_batch_size=64) as live:
+            yield live, gen
+    finally:
+        gen.close()
+
+
+def test_concurrent_streaming_clients_on_ctranslate2_each_get_their_offline_greedy_output(
+        ct2_server):
+    live, gen = ct2_server
+    assert gen.batches_streams
+    _check_concurrent_streams(live, gen)
+
+
+class _RowLengths:
+    """Stands in front of CTranslate2's generator and keeps each call's generated lengths."""
+
+    def __init__(self, real):
+        self.real = real
+        self.lengths: list[int] = []
+
+    def generate_batch(self, *args, **kwargs):
+        out = self.real.generate_batch(*args, **kwargs)
+        self.lengths.extend(len(r.sequences_ids[0]) for r in out)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_ctranslate2_clients_dropping_mid_stream_are_cancelled_in_the_engine(ct2_server):
+    live, gen = ct2_server
+    engine = gen.engine
+    real = engine._main()
+    engine._generator = recording = _RowLengths(real)
+    try:
+        body = {"model": MODEL, "max_tokens": 1000, "temperature": 0, "ignore_eos": True,
+                "stream": True}
+        aborted_before = metric(live.url, "unillm_request_finished_total",
+                                {"finish_reason": "abort"})
+
+        async def run():
+            await asyncio.wait_for(asyncio.gather(*(
+                _drop_mid_stream(live.port, {**body, "prompt": p}) for p in prompts(16))), 300)
+
+        asyncio.run(run())
+        assert _wait_for_metric(live.url, "unillm_requests_in_flight", 0) == 0
+        assert _wait_for_metric(live.url, "unillm_batches_running", 0) == 0
+        assert metric(live.url, "unillm_request_finished_total",
+                      {"finish_reason": "abort"}) - aborted_before == 16
+        assert len(recording.lengths) == 16
+        assert max(recording.lengths) < 500, "CTranslate2 kept generating for clients that left"
+    finally:
+        engine._generator = real
+    _check_concurrent_streams(live, gen, clients=8)

@@ -32,6 +32,38 @@ def sse(payload: dict[str, Any]) -> str:
 
 SSE_DONE = "data: [DONE]\n\n"
 
+_json_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses for str
+
+
+class ChunkEvents:
+    """The SSE events of one streamed response's text chunks, exactly as `sse` writes
+    `completion_chunk` / `chat_chunk` without logprobs, but spliced from the parts that never
+    change (id, created, model...) and the JSON string of the text: one event per token per
+    client is the hot path of a busy server, and building and encoding a dict for each showed
+    up in its profiles."""
+
+    def __init__(self, rid: str, created: int, model: str, obj: str, with_usage: bool):
+        head = _chunk(rid, created, model, obj, {}, False)
+        del head["choices"]
+        opened = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
+        self._head = f'data: {opened},"choices":[{{"index":'
+        self._tail = '}],"usage":null}\n\n' if with_usage else "}]}\n\n"
+
+    @staticmethod
+    def _finish(reason: str | None) -> str:
+        return "null" if reason is None else _json_str(reason)
+
+    def completion(self, index: int, text: str, finish_reason: str | None) -> str:
+        """`sse(completion_chunk(..., logprobs=None))`."""
+        return (f'{self._head}{index},"text":{_json_str(text)},"logprobs":null,'
+                f'"finish_reason":{self._finish(finish_reason)}{self._tail}')
+
+    def chat(self, index: int, content: str, finish_reason: str | None) -> str:
+        """`sse(chat_chunk(..., {"content": content} if content else {}, logprobs=None))`."""
+        delta = f'{{"content":{_json_str(content)}}}' if content else "{}"
+        return (f'{self._head}{index},"delta":{delta},"logprobs":null,'
+                f'"finish_reason":{self._finish(finish_reason)}{self._tail}')
+
 
 def token_text(tokenizer: Any) -> TokenText:
     """Each token's own text, as logprobs responses show it (cached: a vocabulary is small)."""

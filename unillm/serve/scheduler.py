@@ -13,9 +13,11 @@ Two schedulers behind one interface (`submit` -> `Ticket`):
   to finish, so waiting a small fraction of a batch's duration for a burst's stragglers is
   cheap, and waiting longer is not. The gathering ends after a quiet spell with no new
   arrival (`batch_wait`, or 2 % of the recent batch duration if longer: a busy event loop
-  admits a burst slowly) and at most 10 % of the recent batch duration after the oldest
-  request arrived (at least the quiet spell, never more than `max_batch_wait`). A lone
-  request on an idle server waits one quiet spell.
+  admits a burst slowly; 5 % once a second request has joined, since a burst is then
+  arriving and its stragglers come late on a loaded machine) and at most 25 % of the recent
+  batch duration after the oldest request arrived (at least the quiet spell, never more than
+  `max_batch_wait`). A lone request on an idle server waits one quiet spell. Requests that
+  queued while the previous batch ran start at once when it ends.
 - `DirectScheduler` for engines that schedule concurrent requests themselves (vLLM's async
   engine, HTTP engines): each request goes to the engine's own `astream` at once, up to
   `max_concurrency` at a time.
@@ -54,8 +56,9 @@ class QueueFullError(Exception):
 
 
 class Ticket(abc.ABC):
-    """One admitted prompt: iterate `events()` for its Chunks then its Completion; `close()`
-    when done with it, always (it cancels an unfinished generation and frees the slot)."""
+    """One admitted prompt: iterate `batches()` (or `events()`) for its Chunks then its
+    Completion; `close()` when done with it, always (it cancels an unfinished generation and
+    frees the slot)."""
 
     def __init__(self, scheduler: Scheduler, prepared: Prepared, stream: bool):
         self.scheduler = scheduler
@@ -66,12 +69,19 @@ class Ticket(abc.ABC):
         scheduler.metrics.in_flight.inc()
 
     @abc.abstractmethod
-    def events(self) -> AsyncIterator[Item]: ...
+    def batches(self) -> AsyncIterator[list[Item]]:
+        """The items in lists: each holds every item that was ready when it was taken, so a
+        writer that lags behind the engine sends them in one write instead of one each."""
 
-    def has_ready(self) -> bool:
-        """True when `events()` has another item that would come without waiting (a writer
-        that lags behind the engine then sends several in one write)."""
-        return False
+    async def events(self) -> AsyncIterator[Item]:
+        """The items one by one."""
+        batches = self.batches()
+        try:
+            async for items in batches:
+                for item in items:
+                    yield item
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         if self.closed:
@@ -126,26 +136,39 @@ class _BatchTicket(Ticket):
         self.batcher = batcher
         self.key = key
         self.arrival = time.monotonic()
-        self.items: asyncio.Queue[Item | BaseException] = asyncio.Queue()
+        # Items delivered and not yet taken, and the future the reader waits on when there are
+        # none: one wake-up per burst of items, not one per item (cheaper than a Queue).
+        self.ready: list[Item | BaseException] = []
+        self.waiter: asyncio.Future[None] | None = None
         self.running: tuple[Any, int] | None = None  # (MultiStream, index) once started
 
-    async def events(self) -> AsyncIterator[Item]:
+    async def batches(self) -> AsyncIterator[list[Item]]:
         while True:
-            item = await self.items.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if isinstance(item, Completion):
+            if not self.ready:
+                self.waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+            items, self.ready = self.ready, []
+            failed = next((i for i, item in enumerate(items)
+                           if isinstance(item, BaseException)), None)
+            if failed is not None:
+                if failed:
+                    yield items[:failed]  # type: ignore[misc]
+                raise items[failed]  # type: ignore[misc]
+            yield items  # type: ignore[misc]
+            if isinstance(items[-1], Completion):
                 return
-
-    def has_ready(self) -> bool:
-        return not self.items.empty()
 
     def deliver(self, item: Item | BaseException) -> None:
         if isinstance(item, (Completion, BaseException)):
             self.finished = True
         if not self.closed:
-            self.items.put_nowait(item)
+            self.ready.append(item)
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def _cancel(self) -> None:
         if self.running is None:
@@ -182,11 +205,13 @@ class MicroBatcher(Scheduler):
         """Seconds until the queue has likely moved by one batch."""
         return max(1, math.ceil(self._batch_seconds))
 
-    def _waits(self) -> tuple[float, float]:
-        """(quiet spell, longest wait) for the batch being gathered (see the module doc)."""
+    def _waits(self, gathered: int) -> tuple[float, float]:
+        """(quiet spell, longest wait) for a batch of `gathered` requests so far (see the
+        module doc)."""
         cfg = self.config
-        quiet = min(max(cfg.batch_wait, 0.02 * self._batch_seconds), cfg.max_batch_wait)
-        longest = min(max(quiet, 0.1 * self._batch_seconds), cfg.max_batch_wait)
+        share = 0.05 if gathered > 1 else 0.02
+        quiet = min(max(cfg.batch_wait, share * self._batch_seconds), cfg.max_batch_wait)
+        longest = min(max(quiet, 0.25 * self._batch_seconds), cfg.max_batch_wait)
         return quiet, longest
 
     def _key(self, ticket: _BatchTicket) -> Hashable:
@@ -233,12 +258,12 @@ class MicroBatcher(Scheduler):
 
     async def _gather(self) -> list[_BatchTicket]:
         cfg = self.config
-        quiet, longest = self._waits()
         while self._queue:
             oldest = self._queue[0]
             same = sum(1 for t in self._queue if t.key == oldest.key)
             if same >= cfg.max_batch_size or self._stopping:
                 break
+            quiet, longest = self._waits(same)
             now = time.monotonic()
             until = min(oldest.arrival + longest, self._last_arrival + quiet)
             if now >= until:
@@ -377,6 +402,15 @@ class _DirectTicket(Ticket):
         super().__init__(scheduler, prepared, stream)
         self.direct = scheduler
         self.waiting = True
+
+    async def batches(self) -> AsyncIterator[list[Item]]:
+        # The engine's own stream hands over one item at a time.
+        events = self.events()
+        try:
+            async for item in events:
+                yield [item]
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def events(self) -> AsyncIterator[Item]:
         sched = self.direct

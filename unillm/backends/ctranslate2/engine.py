@@ -37,7 +37,7 @@ import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -53,9 +53,10 @@ from ...engine import (
     TokenEvent,
 )
 from ...errors import EngineError, InvalidParameterError
-from ...params import SEED_MAX, SamplingParams
+from ...params import SamplingParams
 from ...timing import now
 from .convert import ensure_converted, is_ctranslate2_model, read_metadata
+from .streaming import RowStream
 
 log = logging.getLogger("unillm.ctranslate2")
 
@@ -320,17 +321,21 @@ class CTranslate2Engine(Engine):
                 "min_length": rows.prefix + options["min_length"]}
 
     # -- running ----------------------------------------------------------------------------
-    def _run(self, generator, rows: _Rows, options: dict[str, Any], p: SamplingParams,
-             on_token: Callable[[_Rows, int, int], None] | None = None,
-             cancelled: threading.Event | None = None) -> None:
+    def _call_kwargs(self, rows: _Rows, options: dict[str, Any],
+                     p: SamplingParams) -> dict[str, Any]:
+        """This call's generate_batch options, recorded in each of its requests."""
         kwargs = self._call_options(options, rows)
         seeded = p.seed is not None and not p.is_greedy
         record = {**kwargs, "prompt_copies": p.n,
                   "set_random_seed": _ct2_seed(p.seed) if seeded else None}  # type: ignore[arg-type]
         for r in rows.requests:
             r.received = record
-        hook = on_token is None and any(r.trackers for r in rows.requests)
-        if not (hook or on_token or cancelled or self.options.batch_token_times):
+        return kwargs
+
+    def _run(self, generator, rows: _Rows, options: dict[str, Any], p: SamplingParams) -> None:
+        kwargs = self._call_kwargs(rows, options, p)
+        hook = any(r.trackers for r in rows.requests)
+        if not (hook or self.options.batch_token_times):
             # No per-token work: no callback, whose cost (a Python call per token and row)
             # is of the order of a decoding step for a small model.
             results = generator.generate_batch(rows.tokens, **kwargs)
@@ -350,10 +355,6 @@ class CTranslate2Engine(Engine):
             token = step.token_id
             ids[b].append(token)
             times[b].append(clock())
-            if on_token is not None:
-                on_token(rows, b, token)
-            if cancelled is not None and cancelled.is_set():
-                return True
             if hook and requests[b].should_stop(samples[b], (token,)):
                 hooked[b] = True
                 return True
@@ -387,40 +388,64 @@ class CTranslate2Engine(Engine):
         return [results[id(r)] for r in requests]  # type: ignore[misc]
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
-        p = request.params
-        calls, options = self._plan([request])
+        events = self.stream_batch([request])
+        try:
+            for _, event in events:
+                yield event
+        finally:
+            events.close()
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """The batch's `generate_batch` calls (as `generate` splits them) run in a worker
+        thread with the per-token callback, which hands each decoding step's tokens over
+        together and stops a row once its request is aborted (see streaming.py)."""
+        if not requests or all(r.aborted for r in requests):
+            return
+        p = requests[0].params
+        calls, options = self._plan(requests)
         end = self._end_ids(p)
-        events: queue.SimpleQueue = queue.SimpleQueue()
+        position = {id(r): i for i, r in enumerate(requests)}
+        steps: queue.SimpleQueue = queue.SimpleQueue()
         cancelled = threading.Event()
         done = object()
 
-        def on_token(rows: _Rows, b: int, token: int) -> None:  # in CTranslate2's worker thread
-            finish, reason = self._finish(token, end, p)
-            if finish is None and len(rows.ids[b]) >= p.max_tokens:
-                finish = "length"
-            events.put(TokenEvent(rows.samples[b], (token,), finish_reason=finish,
-                                  stop_reason=reason))
+        def run(generator, rows: _Rows) -> None:
+            kwargs = self._call_kwargs(rows, options, p)
+            callback = RowStream(rows.requests, rows.samples,
+                                 [position[id(r)] for r in rows.requests],
+                                 [len(t) for t in rows.tokens], rows.prefix, end,
+                                 p.stop_token_ids, p.max_tokens, steps.put, cancelled)
+            generator.generate_batch(rows.tokens, callback=callback, **kwargs)
+            callback.flush()
+            silent = callback.unfinished()
+            if silent and not cancelled.is_set():
+                steps.put([(callback.positions[b],
+                            TokenEvent(rows.samples[b], (), finish_reason="length"))
+                           for b in silent])
 
         def work() -> None:
             try:
                 with self._generator_for(p) as generator:
                     for rows in calls:
-                        self._run(generator, rows, options, p, on_token, cancelled)
+                        if cancelled.is_set():
+                            break
+                        if not all(r.aborted for r in rows.requests):
+                            run(generator, rows)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                events.put(exc)
+                steps.put(exc)
             finally:
-                events.put(done)
+                steps.put(done)
 
         worker = threading.Thread(target=work, name="unillm-ctranslate2", daemon=True)
         worker.start()
         try:
             while True:
-                item = events.get()
+                item = steps.get()
                 if item is done:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                yield from item
         finally:
             cancelled.set()  # the next step's callback stops every row
             worker.join()
