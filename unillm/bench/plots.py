@@ -76,26 +76,28 @@ def plot_latency(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, P
         lows.append(med - (percentile(v, 10) if v else 0.0))
         highs.append((percentile(v, 90) if v else 0.0) - med)
     xs = range(len(runs))
-    bars = ax.bar(xs, medians, yerr=[lows, highs], capsize=5,
-                  color=[colours[r["label"]] for r in runs])
-    ax.bar_label(bars, labels=[f"{m:,.0f}" for m in medians], padding=3, fontsize=9)
+    ax.bar(xs, medians, yerr=[lows, highs], capsize=5,
+           color=[colours[r["label"]] for r in runs])
+    shown = [f"{n}\n{m:,.0f} tok/s" if m >= 100 else f"{n}\n{m:.1f} tok/s"
+             for n, m in zip(names, medians)]
     tilt = len(runs) > 3 or max(len(n) for n in names) > 14
-    ax.set_xticks(list(xs), names, rotation=15 if tilt else 0, ha="right" if tilt else "center")
-    ax.set_ylabel("output tokens/s per request (median; bars: p10–p90)")
-    ax.set_xlabel("engine")
-    ax.set_ylim(0, max(medians + [1.0]) * 1.25 + max(highs + [0.0]))
+    ax.set_xticks(list(xs), shown, rotation=15 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_ylabel("output tokens/s per request")
+    ax.set_xlabel("engine (median per request)")
+    ax.set_ylim(0, max(m + h for m, h in zip(medians, highs)) * 1.1 or 1.0)
     ax.set_title(f"Batch-1 generation speed: {p['max_tokens']} output tokens per request, "
-                 f"{p['prompts']} prompts × {p['repeats']} repeats\n{_subtitle(result)}",
-                 fontsize=10)
+                 f"{p['prompts']} prompts × {p['repeats']} repeats\nbars: median, whiskers: "
+                 f"p10–p90 · {_subtitle(result)}", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     files["plot_tokens_per_s"] = _save(fig, out / f"{stem}-tokens_per_s.png")
 
     fig = _figure(max(9.0, 1.2 * len(runs) * 3), 4.2)
     axes = fig.subplots(1, 3)
-    for ax, (key, title) in zip(axes, [("ttft", "time to first token"),
-                                       ("tpot", "time per output token (after the first)"),
-                                       ("e2e", "end-to-end latency")]):
-        data = [_values(r["points"][0]["records"], key, 1000.0) for r in runs]
+    for ax, (key, title, scale, unit) in zip(axes, [
+            ("ttft", "time to first token", 1000.0, "ms"),
+            ("tpot", "time per output token (after the first)", 1000.0, "ms"),
+            ("e2e", "end-to-end latency", 1.0, "s")]):
+        data = [_values(r["points"][0]["records"], key, scale) for r in runs]
         shown = [(d, r) for d, r in zip(data, runs) if d]
         if shown:
             box = ax.boxplot([d for d, _ in shown], patch_artist=True, showfliers=True,
@@ -106,7 +108,7 @@ def plot_latency(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, P
             ax.set_xticks(range(1, len(shown) + 1), [r["label"] for _, r in shown],
                           rotation=20, ha="right")
         ax.set_title(title, fontsize=10)
-        ax.set_ylabel(f"{key.upper()} (ms)")
+        ax.set_ylabel(f"{key.upper()} ({unit})")
         ax.set_xlabel("engine")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Batch-1 latency per request ({p['max_tokens']} output tokens, "

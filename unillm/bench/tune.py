@@ -441,11 +441,14 @@ def plot_tune(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, Path
         for i, g in enumerate(groups, start=1):
             ax.plot([i] * len(g), g, "o", color="black", ms=4, alpha=0.7)
         ax.set_xticks([1, 2], ["engine defaults", "tuned (best trial)"])
+        ax.set_xlabel("configuration (each dot: one measured run)")
         ax.set_ylabel(shown_unit)
         ax.set_ylim(bottom=0)
         imp = conf.get("improvement")
         ci = conf.get("ci90")
-        label = (f"improvement {imp:+.1%} (90% CI {ci[0]:+.1%} … {ci[1]:+.1%})"
+        how = ("defaults / tuned latency − 1" if p["direction"] == "minimize"
+               else "tuned / defaults throughput − 1")
+        label = (f"improvement {imp:+.1%} ({how}; 90% CI {ci[0]:+.1%} … {ci[1]:+.1%})"
                  if imp is not None and ci else "improvement: n/a")
         ax.set_title(f"{p['engine']} {p['objective']}: defaults vs tuned, {conf['repeats']} "
                      f"interleaved repeats each\n{label}", fontsize=10)

@@ -118,7 +118,7 @@ def latency(
         m = point.get("metrics") or {}
         table.add_row(
             run["label"], run["status"], report.token_check(run, point),
-            report.num(report.stat(m.get("tokens_per_s"), "median")),
+            report.num(report.stat(m.get("tokens_per_s"), "median"), 1),
             report.ms(report.stat(m.get("ttft"), "median")), report.ms(report.stat(m.get("ttft"), "p99")),
             report.ms(report.stat(m.get("tpot"), "median"), 2), report.ms(report.stat(m.get("tpot"), "p99"), 2),
             report.ms(report.stat(m.get("itl"), "p99"), 2),
