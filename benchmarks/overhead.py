@@ -6,6 +6,8 @@ alternating order, `--repeats` times each. Prints each side's median wall time a
 of medians (unillm / direct): 1.00 means no overhead; the target is <= 1.02.
 
     python benchmarks/overhead.py --engines transformers --batch-sizes 1,16
+    python benchmarks/overhead.py --engines openai --base-url http://127.0.0.1:8000/v1 \
+        --server llama-cpp-python     # an HTTP engine: against a server you started
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ PROMPTS = [
 
 ENGINE_OPTIONS = {
     "transformers": {"dtype": "float32"},
-    "ctranslate2": {"compute_type": "float32"},
-    "vllm": {"dtype": "float32"},
+    # One thread: on a small shared machine, CTranslate2's OpenMP threads spinning against
+    # other processes make both sides' timings swing by 10x; the ratio is what is measured.
+    "ctranslate2": {"compute_type": "float32", "intra_threads": 1},
+    "vllm": {"dtype": "float32", "enforce_eager": True},
+    "llamacpp": {"quantization": "f32", "kv_cache_type": "f32"},
 }
 
 
@@ -80,16 +85,33 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra engine option (value parsed as JSON when it can be), e.g. "
+                    "--option batch_token_times=true; repeatable")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--base-url", help="HTTP engines: the server's address")
+    ap.add_argument("--server", help="openai engine: the server profile")
     args = ap.parse_args()
+    extra = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key] = value
 
     model = str(build_test_model(args.preset))
+    if args.base_url:  # an HTTP engine: the server's model, not the local test model
+        model = None
+        ENGINE_OPTIONS.update(openai={"base_url": args.base_url, "server": args.server or "openai"},
+                              tgi={"base_url": args.base_url})
     rows = []
     for engine in args.engines.split(","):
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             row = measure(engine, model, batch, args.max_tokens, args.repeats, args.warmup,
-                          ENGINE_OPTIONS.get(engine, {}))
+                          {**ENGINE_OPTIONS.get(engine, {}), **extra})
             row["preset"] = args.preset
+            row["options"] = extra
             rows.append(row)
             print(f"{engine:14s} batch {batch:3d}  unillm {row['median_unillm_s'] * 1000:8.2f} ms  "
                   f"direct {row['median_direct_s'] * 1000:8.2f} ms  ratio {row['ratio']:.3f}",

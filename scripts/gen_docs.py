@@ -23,7 +23,30 @@ def params_table() -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"docs/sampling.md": {"params-table": params_table}}
+def server_profiles_table() -> str:
+    """The `openai` engine's server profiles: what each honours natively, who matches stops."""
+    from unillm.backends._profiles import PROFILES
+    from unillm.engine import ALL_FIELDS
+
+    lines = ["| `server=` | for | honoured by the server | stop strings matched by | "
+             "refused | tested here |", "|---|---|---|---|---|---|"]
+    for p in PROFILES.values():
+        native = {"max_tokens", "temperature"} | set(p.params)
+        stops = (f"the server (`{p.stop_field}` names the match)" if p.stop_field
+                 else "unillm (stream closed at the match)")
+        refused = sorted(ALL_FIELDS - native - {"stop", "n"})
+        lines.append(
+            f"| `{p.name}` | {p.title} | {', '.join(f'`{f}`' for f in sorted(native - {'stop'}))} "
+            f"| {stops} | {', '.join(f'`{f}`' for f in refused) or '-'} "
+            f"| {('yes: ' + p.tested_with) if p.tested_with else 'no: from its documented schema'} |"
+        )
+    return "\n".join(lines)
+
+
+SECTIONS = {
+    "docs/sampling.md": {"params-table": params_table},
+    "docs/engines/http.md": {"server-profiles": server_profiles_table},
+}
 
 
 def render(text: str, name: str, body: str) -> str:

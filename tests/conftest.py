@@ -34,6 +34,15 @@ def require_engine(name: str) -> unillm.EngineInfo:
     pytest.skip(reason)
 
 
+def require(condition: bool, reason: str, engine: str) -> None:
+    """Skip when `condition` fails, or fail when CI requires `engine` to run."""
+    if condition:
+        return
+    if engine in REQUIRED_ENGINES:
+        pytest.fail(f"{reason} -- but UNILLM_REQUIRE_ENGINES requires {engine!r}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama() -> str:
     return str(build_test_model("llama-tiny"))
@@ -46,6 +55,66 @@ def hf_generator(tiny_llama):
     gen = unillm.load("transformers", tiny_llama, dtype="float32")
     yield gen
     gen.close()
+
+
+def _vocab_size(model_dir: str) -> int:
+    import json
+    from pathlib import Path
+
+    return int(json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"])
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server():
+    """function(model_dir) -> (model name, `openai` engine options) for llama-cpp-python's own
+    OpenAI-compatible server serving that model (an f32 GGUF conversion); started on first use,
+    stopped at the end of the session."""
+    from .servers.llama_cpp import LlamaCppServers, missing_requirements
+
+    servers = LlamaCppServers()
+
+    def start(model_dir: str) -> tuple[str, dict]:
+        missing = missing_requirements()
+        require(not missing, "llama-cpp-python's server cannot run here: missing "
+                + ", ".join(missing) + ' (install: pip install -e ".[test-servers]" '
+                "-e plugins/unillm-llamacpp)", "openai")
+        url = servers.base_url(model_dir)
+        return "test-model", {"base_url": url + "/v1", "server": "llama-cpp-python",
+                              "timeout": 120.0, "vocab_size": _vocab_size(model_dir)}
+
+    yield start
+    servers.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """Like `llama_cpp_server`, for vLLM's own OpenAI-compatible server. Opt-in: vLLM needs its
+    own environment, named by UNILLM_VLLM_PYTHON."""
+    from .servers.vllm import VLLMServers, python
+
+    servers = VLLMServers()
+
+    def start(model_dir: str) -> tuple[str, dict]:
+        if python() is None:
+            pytest.skip("vLLM's server runs in its own environment: set UNILLM_VLLM_PYTHON to "
+                        "that environment's python to run this target")
+        url = servers.base_url(model_dir)
+        return "test-model", {"base_url": url + "/v1", "server": "vllm", "timeout": 120.0,
+                              "vocab_size": _vocab_size(model_dir)}
+
+    yield start
+    servers.close()
+
+
+@pytest.fixture(scope="session")
+def tgi_standin(hf_generator, tiny_llama):
+    """Base URL of a TGI-protocol stand-in server running the tiny Llama through the
+    transformers engine (no real TGI can run here: see tests/servers/tgi_standin.py)."""
+    from .servers import serve_in_thread
+    from .servers.tgi_standin import create_app
+
+    with serve_in_thread(create_app(hf_generator, model_id="llama-tiny"), "/health") as url:
+        yield url
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -7,19 +7,39 @@
 Importing unillm imports no engine: each engine imports its library when it is loaded.
 """
 
-from .engine import Capabilities, Engine, EngineOptions, EngineRequest, EngineSequence, Knob, TokenEvent
+from .backends.quantization import QuantizationConfig
+from .engine import (
+    Capabilities,
+    Engine,
+    EngineOptions,
+    EngineRequest,
+    EngineSequence,
+    Knob,
+    PartialBatchFailure,
+    TokenEvent,
+)
 from .errors import (
+    BatchError,
     ContextLengthError,
     EngineError,
     EngineNotFoundError,
     EngineUnavailableError,
     GeneratorClosedError,
     InvalidParameterError,
+    SaveNotSupportedError,
     UnillmError,
     UnknownParameterError,
     UnsupportedParameterError,
 )
-from .generator import AsyncStream, Generator, InvalidPromptError, Stream, TokensPrompt
+from .generator import (
+    AsyncStream,
+    Generator,
+    InvalidPromptError,
+    MultiStream,
+    Prepared,
+    Stream,
+    TokensPrompt,
+)
 from .hookspecs import hookimpl
 from .loading import load
 from .params import SamplingParams
@@ -31,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncStream",
+    "BatchError",
     "Capabilities",
     "Chunk",
     "Completion",
@@ -49,8 +70,13 @@ __all__ = [
     "InvalidParameterError",
     "InvalidPromptError",
     "Knob",
+    "PartialBatchFailure",
+    "MultiStream",
+    "Prepared",
+    "QuantizationConfig",
     "RunTiming",
     "Sample",
+    "SaveNotSupportedError",
     "SamplingParams",
     "Stats",
     "Stream",

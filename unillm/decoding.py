@@ -255,7 +255,7 @@ class SampleTracker:
         self.released = len(self.text)
         return final, rest
 
-    def should_stop(self, token_ids: Sequence[int]) -> bool:
+    def should_stop(self, token_ids: Sequence[int], text: str | None = None) -> bool:
         """For engines' per-token hooks in batch calls: True once an emulated stop fired."""
-        self.push(token_ids)
+        self.push(token_ids, text)
         return self.stopped

@@ -32,7 +32,11 @@ EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n"})
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """What the core needs from a model's tokenizer."""
+    """What the core needs from a model's tokenizer.
+
+    Optionally also `vocab_size` (an int), which a server uses to refuse token ids outside
+    the vocabulary before they reach (and fail) a shared batch.
+    """
 
     eos_token_ids: frozenset[int]
 
@@ -60,8 +64,8 @@ class Capabilities:
       (HTTP servers), whose prompt is text and whose output is text deltas.
     - `chat`: the engine takes chat messages itself (servers apply their own template).
     - `stop_hook`: during `generate`, the engine calls `request.should_stop(index, ids)` after
-      each token and stops that sample when it returns True (so emulated stops end generation
-      early instead of after max_tokens).
+      each token (text engines: `should_stop(index, text=delta)`) and stops that sample when it
+      returns True (so emulated stops end generation early instead of after max_tokens).
     - `concurrent`: calls may overlap from several threads; otherwise the core serialises them.
     """
 
@@ -105,12 +109,25 @@ class EngineRequest:
     received: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int | None = None  # set by text engines from the server's usage figures
     metrics: dict[str, Any] = field(default_factory=dict)  # engine's own timing, if any
+    _aborted: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
-    def should_stop(self, index: int, token_ids: Sequence[int]) -> bool:
-        """Called by engines with `stop_hook` after each new token of sample `index`."""
+    def abort(self) -> None:
+        """Ask the engine to stop this request while the rest of its batch goes on (its caller
+        left, or an emulated stop fired). Thread-safe; see `Engine.stream_batch`."""
+        self._aborted.set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
+
+    def should_stop(
+        self, index: int, token_ids: Sequence[int] = (), text: str | None = None
+    ) -> bool:
+        """Called by engines with `stop_hook` after each new token of sample `index` (text
+        engines pass the new text instead of ids)."""
         if self.trackers is None:
             return False
-        return self.trackers[index].should_stop(token_ids)
+        return self.trackers[index].should_stop(token_ids, text)
 
 
 @dataclass
@@ -135,7 +152,9 @@ class TokenEvent:
     """One step of `Engine.stream`: new token ids (or text, for text engines) of sample `index`.
 
     The last event of a sample carries its `finish_reason` (and, for text engines, the
-    server's `output_tokens` count when it sends one).
+    server's `output_tokens` count when it sends one). A text engine whose server says how
+    many tokens a piece of text came from sets `tokens` (a server may send several tokens in
+    one chunk); otherwise each event with text counts as one token for timing.
     """
 
     index: int = 0
@@ -145,6 +164,35 @@ class TokenEvent:
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
     output_tokens: int | None = None
+    tokens: int | None = None
+
+    @property
+    def token_count(self) -> int:
+        """How many output tokens this event stands for (token ids, else `tokens`, else one
+        per piece of text)."""
+        if self.token_ids:
+            return len(self.token_ids)
+        if self.tokens is not None:
+            return self.tokens
+        return 1 if self.text else 0
+
+
+class PartialBatchFailure(Exception):
+    """Raised by `Engine.generate` / `agenerate` when only some requests of a batch failed.
+
+    An engine that runs a batch in several independent pieces (unillm's Ray replicas, an HTTP
+    engine sending one request per prompt) raises this instead of a plain exception, so the
+    requests that did complete are not thrown away: `results[i]` holds request i's samples, or
+    None where it failed, and `errors[i]` the reason. The caller gets a `unillm.BatchError`
+    carrying the completed prompts' `Completion`s and each failed prompt's error.
+    """
+
+    def __init__(self, results: Sequence[list[EngineSequence] | None],
+                 errors: Mapping[int, BaseException]):
+        self.results = list(results)
+        self.errors = dict(errors)
+        first = next(iter(self.errors.values()), None)
+        super().__init__(f"{len(self.errors)} of {len(self.results)} requests failed: {first}")
 
 
 class EngineOptions(BaseModel):
@@ -180,6 +228,29 @@ class Engine(abc.ABC):
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         """Yield tokens as they are produced. Closing the iterator must stop generation."""
 
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """Stream a batch: yield ``(index into requests, event)`` as tokens are produced.
+
+        An engine that can stream several prompts in one native batch overrides this (a server
+        then batches streaming clients instead of running them one after another). It must
+        stop producing a request's tokens soon after `request.aborted` becomes true, without
+        ending the others; closing the iterator must stop the whole batch. This default is
+        correct but not batched: the requests stream one after another through `stream`.
+        """
+        for index, request in enumerate(requests):
+            if request.aborted:
+                continue
+            events = self.stream(request)
+            try:
+                for event in events:
+                    yield index, event
+                    if request.aborted:
+                        break
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
+
     async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
         """Async batch; engines with an async API override this, others run in a thread."""
         return await asyncio.to_thread(self.generate, requests)
@@ -193,6 +264,14 @@ class Engine(abc.ABC):
     def info(self) -> dict[str, Any]:
         """Facts about the loaded model for `Generator.info` (device, dtype, weight bytes...)."""
         return {}
+
+    def save(self, path: str) -> None:
+        """Write the loaded model (as transformed at load, e.g. quantized) to `path`, in a form
+        this engine loads again. Engines that cannot save keep this default, which says so."""
+        from .errors import SaveNotSupportedError
+
+        raise SaveNotSupportedError(self.name or type(self).__name__,
+                                    "this engine does not implement save()")
 
     def close(self) -> None:
         """Free the engine's resources (GPU memory, worker processes, connections)."""

@@ -110,5 +110,36 @@ class EngineError(UnillmError, RuntimeError):
         super().__init__(f"engine {engine!r} failed: {message}")
 
 
+class BatchError(EngineError):
+    """Some prompts of a batch call failed (e.g. a replica died while running them); the others
+    completed.
+
+    `errors` maps each failed prompt's index (in the call's input order) to its `UnillmError`;
+    `completions[i]` is prompt i's `Completion`, or None where it failed. Re-running only the
+    failed prompts is ``[prompts[i] for i in err.errors]``.
+    """
+
+    def __init__(self, engine: str, errors: dict[int, UnillmError], completions: list):
+        self.errors = dict(sorted(errors.items()))
+        self.completions = completions
+        failed = list(self.errors)
+        first = self.errors[failed[0]]
+        super().__init__(
+            engine,
+            f"{len(failed)} of {len(completions)} prompts failed (indices {failed}); the others "
+            f"completed and are in .completions. First error: {first}",
+        )
+
+
 class GeneratorClosedError(UnillmError, RuntimeError):
     """The generator was closed; load a new one."""
+
+
+class SaveNotSupportedError(UnillmError, NotImplementedError):
+    """`Generator.save` on an engine (or a model configuration) that cannot be saved: the
+    message says why, e.g. a quantization library whose models do not serialize."""
+
+    def __init__(self, engine: str, reason: str):
+        self.engine = engine
+        self.reason = reason
+        super().__init__(f"engine {engine!r} cannot save this model: {reason}")

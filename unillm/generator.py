@@ -8,17 +8,19 @@ async paths share every step but the engine call itself.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, TypedDict, overload
+from typing import Any, TypedDict, TypeVar, overload
 
 from .decoding import Final, SampleTracker, finalize
-from .engine import Engine, EngineRequest, EngineSequence, TokenEvent
-from .errors import ContextLengthError, EngineError, GeneratorClosedError, UnillmError
+from .engine import Engine, EngineRequest, EngineSequence, PartialBatchFailure, TokenEvent
+from .errors import BatchError, ContextLengthError, EngineError, GeneratorClosedError, UnillmError
 from .params import SamplingParams
-from .planning import Plan, plan
+from .planning import Plan, batch_groups, plan
 from .results import Chunk, Completion, Completions, Sample
 from .timing import RunTiming, Timing, TimingSource, now
 
@@ -30,23 +32,41 @@ class TokensPrompt(TypedDict):
 
 
 PromptLike = str | TokensPrompt
+_T = TypeVar("_T")
 Messages = Sequence[Mapping[str, Any]]
 _Results = dict[EngineRequest, list[EngineSequence]]
+_Failures = dict[EngineRequest, UnillmError]
 
 
 class InvalidPromptError(UnillmError, ValueError):
     """The prompt is empty or of a type unillm does not accept."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
-    """One prompt of a call: its plan and the engine requests that serve it."""
+    """One prompt of a call: its plan and the engine requests that serve it.
+
+    `Generator.prepare` hands one out as a `Prepared` so that a caller (a server) can validate
+    and tokenize a prompt when it arrives and run it later, in a batch with others. Its engine
+    requests carry per-run state, so it runs once.
+    """
 
     params: SamplingParams
     plan: Plan
     requests: list[EngineRequest]
     prompt: str | None = None
     prompt_ids: list[int] | None = None
+    claimed: bool = False
+
+    @property
+    def batch_key(self) -> tuple[SamplingParams, ...]:
+        """Prepared prompts with equal keys can share one native batch on any engine
+        (engines with ``batch_params="uniform"`` need equal engine parameters)."""
+        return tuple(r.params for r in self.requests)
+
+
+Prepared = _Job
+"""A prompt validated, tokenized and planned by `Generator.prepare`, ready to run once."""
 
 
 def _make_timing(
@@ -92,13 +112,19 @@ class Generator:
         return self.engine.tokenizer
 
     @property
+    def batches_streams(self) -> bool:
+        """True when `stream_many` runs its prompts as one native batch (the engine implements
+        `Engine.stream_batch`); False when it streams them one after another."""
+        return self._native("stream_batch")
+
+    @property
     def info(self) -> dict[str, Any]:
         """The engine, model, options and what the engine reports of itself (device, dtype,
         weight footprint...)."""
         return {
             "engine": self.engine_name,
             "model": self.model,
-            "options": self.engine.options.model_dump(),
+            "options": self.engine.options.model_dump(mode="json"),  # JSON-safe, secrets masked
             "context_length": self.engine.context_length,
             **self.engine.info(),
         }
@@ -173,9 +199,34 @@ class Generator:
             requests.append(req)
         return _Job(params, the_plan, requests, prompt=text, prompt_ids=ids)
 
+    def prepare(
+        self,
+        prompt: PromptLike | None = None,
+        params: SamplingParams | None = None,
+        *,
+        messages: Messages | None = None,
+    ) -> Prepared:
+        """Validate, tokenize and plan one prompt (or conversation) now; run it later.
+
+        Every error a call would raise about its input (`ContextLengthError`,
+        `UnsupportedParameterError`, `InvalidPromptError`) is raised here, so a server can
+        reject a request before queueing it. Pass the result, once, wherever a prompt is
+        accepted (`generate`, `agenerate`, `stream`, `astream`, `stream_many`).
+        """
+        self._check_open()
+        if (prompt is None) == (messages is None):
+            raise InvalidPromptError("prepare() takes a prompt or messages, not both or neither")
+        return self._job(prompt, params or SamplingParams(), messages=messages)
+
+    @staticmethod
+    def _unclaimed(job: _Job) -> _Job:
+        if job.claimed:
+            raise InvalidPromptError("a prepared prompt runs once: prepare() it again")
+        return job
+
     def _jobs(
         self,
-        prompts: Sequence[PromptLike] | None,
+        prompts: Sequence[PromptLike | Prepared] | None,
         params: SamplingParams | Sequence[SamplingParams] | None,
         conversations: Sequence[Messages] | None = None,
     ) -> list[_Job]:
@@ -190,18 +241,19 @@ class Generator:
             if len(per) != count:
                 raise ValueError(f"got {count} prompts but {len(per)} SamplingParams")
         if conversations is not None:
-            return [self._job(None, p, messages=m) for m, p in zip(conversations, per)]
-        return [self._job(pr, p) for pr, p in zip(prompts or (), per)]
+            jobs = [self._job(None, p, messages=m) for m, p in zip(conversations, per)]
+        else:
+            jobs = [self._unclaimed(pr) if isinstance(pr, _Job) else self._job(pr, p)
+                    for pr, p in zip(prompts or (), per)]
+        for job in jobs:
+            job.claimed = True
+        return jobs
 
     def _batches(self, jobs: list[_Job]) -> list[list[EngineRequest]]:
         """Engine calls for these jobs: one, or one per distinct params for uniform engines."""
         requests = [r for j in jobs for r in j.requests]
-        if self.engine.capabilities.batch_params == "per_request":
-            return [requests] if requests else []
-        groups: dict[SamplingParams, list[EngineRequest]] = {}
-        for r in requests:
-            groups.setdefault(r.params, []).append(r)
-        return list(groups.values())
+        return [[requests[i] for i in group]
+                for group in batch_groups(requests, self.engine.capabilities)]
 
     # -- finishing a call ------------------------------------------------------------------
     def _decode(self) -> Callable[[Sequence[int]], str] | None:
@@ -248,14 +300,29 @@ class Generator:
             emulated=job.plan.emulated,
         )
 
-    def _collect(self, jobs: list[_Job], done: _Results, start: float, end: float) -> Completions:
+    def _collect(
+        self, jobs: list[_Job], done: _Results, start: float, end: float,
+        failed: _Failures | None = None,
+    ) -> Completions:
+        """The call's `Completions`, or `BatchError` if some requests failed (see
+        `PartialBatchFailure`): a prompt fails when any of its engine requests did."""
         out = []
-        for job in jobs:
+        errors: dict[int, UnillmError] = {}
+        partial: list[Completion | None] = []
+        for index, job in enumerate(jobs):
+            error = next((failed[r] for r in job.requests if failed and r in failed), None)
+            if error is not None:
+                errors[index] = error
+                partial.append(None)
+                continue
             samples: list[Sample] = []
             for req in job.requests:
                 for seq in done[req]:
                     samples.append(self._sample(job, req, seq, len(samples), start, end))
             out.append(self._completion(job, samples))
+            partial.append(out[-1])
+        if errors:
+            raise BatchError(self.engine_name, errors, partial)
         prompt_tokens = [s.timing.prompt_tokens for c in out for s in c.samples[:1]]
         run = RunTiming(
             wall=end - start, requests=len(out),
@@ -272,6 +339,26 @@ class Generator:
                 self.engine_name, f"returned {len(results)} results for {len(batch)} requests"
             )
         done.update(zip(batch, results))
+
+    def _store_partial(
+        self, done: _Results, failed: _Failures, batch: list[EngineRequest],
+        partial: PartialBatchFailure,
+    ) -> None:
+        """Keep what an engine completed of a batch, and why the rest failed."""
+        if len(partial.results) != len(batch):
+            raise EngineError(
+                self.engine_name, f"returned {len(partial.results)} results for {len(batch)} requests"
+            )
+        for i, (req, result) in enumerate(zip(batch, partial.results)):
+            if result is not None and i not in partial.errors:
+                done[req] = result
+                continue
+            exc = partial.errors.get(i) or EngineError(self.engine_name, "no result")
+            if not isinstance(exc, UnillmError):
+                wrapped = EngineError(self.engine_name, f"{type(exc).__name__}: {exc}")
+                wrapped.__cause__ = exc
+                exc = wrapped
+            failed[req] = exc
 
     @contextmanager
     def _engine_call(self):
@@ -305,19 +392,23 @@ class Generator:
 
         `params` is one `SamplingParams` for all prompts or one per prompt.
         """
-        single = isinstance(prompts, (str, Mapping))
+        single = isinstance(prompts, (str, Mapping, _Job))
         jobs = self._jobs([prompts] if single else list(prompts), params)
         out = self._run_batch(jobs)
         return out[0] if single else out
 
     def _run_batch(self, jobs: list[_Job]) -> Completions:
         done: _Results = {}
+        failed: _Failures = {}
         start = now()
         for batch in self._batches(jobs):
             with self._engine_call():
-                self._store(done, batch, self.engine.generate(batch))
+                try:
+                    self._store(done, batch, self.engine.generate(batch))
+                except PartialBatchFailure as partial:
+                    self._store_partial(done, failed, batch, partial)
         end = now()
-        return self._collect(jobs, done, start, end)
+        return self._collect(jobs, done, start, end, failed)
 
     @overload
     async def agenerate(self, prompts: PromptLike, params: SamplingParams | None = None) -> Completion: ...
@@ -330,22 +421,28 @@ class Generator:
     async def agenerate(self, prompts, params=None):
         """`generate` for asyncio: engines with an async API are awaited directly, the others
         run in a worker thread so the event loop stays free."""
-        single = isinstance(prompts, (str, Mapping))
+        single = isinstance(prompts, (str, Mapping, _Job))
         jobs = self._jobs([prompts] if single else list(prompts), params)
         out = await self._arun_batch(jobs)
         return out[0] if single else out
 
-    def _native_async(self, method: str) -> bool:
+    def _native(self, method: str) -> bool:
+        """Whether the engine overrides the base class's fallback for `method`."""
         return getattr(type(self.engine), method) is not getattr(Engine, method)
+
+    _native_async = _native
 
     async def _arun_batch(self, jobs: list[_Job]) -> Completions:
         done: _Results = {}
+        failed: _Failures = {}
         start = now()
         batches = self._batches(jobs)
         if self._native_async("agenerate"):
             async def one(batch: list[EngineRequest]) -> None:
                 try:
                     self._store(done, batch, await self.engine.agenerate(batch))
+                except PartialBatchFailure as partial:
+                    self._store_partial(done, failed, batch, partial)
                 except UnillmError:
                     raise
                 except Exception as exc:
@@ -356,11 +453,14 @@ class Generator:
             def run_all() -> None:
                 for batch in batches:
                     with self._engine_call():
-                        self._store(done, batch, self.engine.generate(batch))
+                        try:
+                            self._store(done, batch, self.engine.generate(batch))
+                        except PartialBatchFailure as partial:
+                            self._store_partial(done, failed, batch, partial)
 
             await asyncio.to_thread(run_all)
         end = now()
-        return self._collect(jobs, done, start, end)
+        return self._collect(jobs, done, start, end, failed)
 
     # -- chat ------------------------------------------------------------------------------
     @staticmethod
@@ -404,6 +504,22 @@ class Generator:
     def astream_chat(self, messages: Messages, params: SamplingParams | None = None) -> AsyncStream:
         return self._astream(self._jobs(None, params, conversations=[messages])[0])
 
+    def stream_many(
+        self,
+        prompts: Sequence[PromptLike | Prepared],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+    ) -> MultiStream:
+        """Stream several prompts at once: iterate for ``(index, item)`` pairs, where `index`
+        is the prompt's position and `item` is each of its `Chunk`s, then its `Completion`.
+
+        The prompts run as one native batch where the engine can stream a batch
+        (`batches_streams`; engines with ``batch_params="uniform"`` get one batch per distinct
+        parameters, one after another), else one after another. `MultiStream.cancel(index)`
+        stops one prompt while the others go on (thread-safe: a server calls it when a client
+        disconnects). Conversations go in as `prepare(messages=...)`.
+        """
+        return MultiStream(self, self._jobs(list(prompts), params))
+
     def _stream(self, job: _Job) -> Stream:
         assembler = _StreamAssembler(self, job)
         return Stream(self._stream_chunks(job, assembler), assembler)
@@ -413,8 +529,12 @@ class Generator:
         return AsyncStream(self._astream_chunks(job, assembler), assembler)
 
     def _locked_events(self, request: EngineRequest) -> Iterator[TokenEvent]:
+        return self._locked(lambda: self.engine.stream(request))
+
+    def _locked(self, start: Callable[[], Iterator[_T]]) -> Iterator[_T]:
+        """An engine stream under `_engine_call`, closed (engine stopped) however it ends."""
         with self._engine_call():
-            events = self.engine.stream(request)
+            events = start()
             try:
                 yield from events
             finally:
@@ -466,6 +586,21 @@ class Generator:
             yield item
 
     # -- lifetime --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the loaded model, as loaded (quantized, converted...), to the directory `path`,
+        so that `unillm.load(engine, path)` loads it again without redoing that work.
+
+        Raises `SaveNotSupportedError` when the engine, or its library for this model, cannot.
+        """
+        self._check_open()
+        with self._lock:
+            try:
+                self.engine.save(os.fspath(path))
+            except UnillmError:
+                raise
+            except Exception as exc:
+                raise EngineError(self.engine_name, f"save failed: {type(exc).__name__}: {exc}") from exc
+
     def close(self) -> None:
         """Free the engine. Further calls raise `GeneratorClosedError`."""
         if not self._closed:
@@ -510,15 +645,14 @@ class _StreamAssembler:
             self.times[i] = []
         t = now()
         ids = tuple(event.token_ids)
-        if ids or event.text:
-            self.times[i].extend([t] * max(len(ids), 1 if event.text else 0))
+        self.times[i].extend([t] * event.token_count)  # a chunk of k: one gap, k-1 zero gaps
         if event.logprobs:
             self.logprobs.setdefault(i, []).extend(event.logprobs)
         if event.output_tokens is not None:
             self.output_tokens[i] = event.output_tokens
         text = tracker.push(ids, event.text if self.decode is None else None)
         if text or ids:
-            yield Chunk(text, ids, i)
+            yield Chunk(text, ids, i, logprobs=tuple(event.logprobs) if event.logprobs else None)
         if tracker.stopped or event.finish_reason is not None:
             yield self._finish(i, event.finish_reason or "length", event.stop_reason)
 
@@ -564,6 +698,104 @@ class _StreamAssembler:
         """The completion of a stream the caller closed early."""
         *_, completion = self.finish(aborted=True)
         return completion  # type: ignore[return-value]
+
+
+class MultiStream:
+    """`Generator.stream_many`: ``(index, Chunk)`` pairs as the engine produces them, and
+    ``(index, Completion)`` once that prompt has ended (its last item). Every prompt gets its
+    Completion, also when the engine fails for none of them; an engine failure raises."""
+
+    def __init__(self, gen: Generator, jobs: list[_Job]):
+        self._gen = gen
+        self._jobs = jobs
+        self._assemblers = [_StreamAssembler(gen, job) for job in jobs]
+        self._done: set[int] = set()
+        self._cancelled: set[int] = set()
+        self._pending: deque[int] = deque()  # cancelled, Completion not yet handed out
+        self._items = self._run()
+        self.completions: list[Completion | None] = [None] * len(jobs)
+
+    def __iter__(self) -> MultiStream:
+        return self
+
+    def __next__(self) -> tuple[int, Chunk | Completion]:
+        return next(self._items)
+
+    def cancel(self, index: int) -> None:
+        """Stop prompt `index`: the engine stops its tokens, and its Completion (finish reason
+        ``abort``) comes out next. Safe to call from any thread; a finished prompt is left
+        alone."""
+        if index in self._done or index in self._cancelled:
+            return
+        self._cancelled.add(index)
+        for request in self._jobs[index].requests:
+            request.abort()
+        self._pending.append(index)
+
+    def close(self) -> None:
+        """Stop the engine for every prompt still running."""
+        self._items.close()
+
+    def __enter__(self) -> MultiStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _end(self, j: int, aborted: bool) -> Iterator[tuple[int, Chunk | Completion]]:
+        self._done.add(j)
+        for item in self._assemblers[j].finish(aborted=aborted):
+            if isinstance(item, Completion):
+                self.completions[j] = item
+            yield j, item
+
+    def _flush_cancelled(self) -> Iterator[tuple[int, Chunk | Completion]]:
+        while self._pending:
+            j = self._pending.popleft()
+            if j not in self._done:
+                yield from self._end(j, aborted=True)
+
+    def _groups(self) -> list[list[tuple[int, int, EngineRequest]]]:
+        """(prompt, replica offset, request) per engine call, as `Generator._batches` splits."""
+        flat = [(j, k, r) for j, job in enumerate(self._jobs) for k, r in enumerate(job.requests)]
+        if self._gen.engine.capabilities.batch_params == "per_request":
+            return [flat] if flat else []
+        groups: dict[SamplingParams, list[tuple[int, int, EngineRequest]]] = {}
+        for item in flat:
+            groups.setdefault(item[2].params, []).append(item)
+        return list(groups.values())
+
+    def _run(self) -> Iterator[tuple[int, Chunk | Completion]]:
+        start = now()
+        for a in self._assemblers:
+            a.start = start
+        for group in self._groups():
+            live = [g for g in group if g[0] not in self._done]
+            if not live:
+                continue
+            requests = [r for _, _, r in live]
+            events = self._gen._locked(lambda r=requests: self._gen.engine.stream_batch(r))
+            try:
+                for k, event in events:
+                    yield from self._flush_cancelled()
+                    j, offset, req = live[k]
+                    if j in self._done:
+                        continue
+                    a = self._assemblers[j]
+                    for chunk in a.on_event(event, offset):
+                        yield j, chunk
+                    if a.replica_done(offset, req):
+                        req.abort()  # an emulated stop fired: free the engine's row
+                        job = self._jobs[j]
+                        if all(a.replica_done(o, r) for o, r in enumerate(job.requests)):
+                            yield from self._end(j, aborted=False)
+            finally:
+                events.close()
+            yield from self._flush_cancelled()
+        yield from self._flush_cancelled()
+        for j in range(len(self._jobs)):
+            if j not in self._done:
+                yield from self._end(j, aborted=j in self._cancelled)
 
 
 class Stream:

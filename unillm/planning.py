@@ -7,10 +7,11 @@ if the engine can, emulated if unillm can, otherwise an error, never silence" is
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .decoding import StopRules
-from .engine import EMULATED_BY_CORE, Capabilities
+from .engine import EMULATED_BY_CORE, Capabilities, EngineRequest
 from .errors import UnsupportedParameterError
 from .params import SEED_MAX, SamplingParams
 
@@ -47,6 +48,22 @@ def plan(
             continue
         raise UnsupportedParameterError(engine, name, value)
 
+    if not caps.token_ids:
+        # Text engines (HTTP servers) send text, not ids: unillm can match stop strings in it,
+        # but neither see stop tokens nor tell where the first min_tokens tokens end.
+        if "stop_token_ids" in emulated:
+            raise UnsupportedParameterError(
+                engine, "stop_token_ids", params.stop_token_ids,
+                "this engine returns text without token ids, so unillm cannot stop on them",
+            )
+        if "stop" in emulated and params.min_tokens > 0:
+            raise UnsupportedParameterError(
+                engine, "min_tokens", params.min_tokens,
+                "together with stop strings that unillm matches itself: the engine returns "
+                "text without token ids, so unillm cannot tell which text the first "
+                "min_tokens tokens are",
+            )
+
     changes: dict[str, object] = {}
     if "stop" in emulated:
         changes["stop"] = ()
@@ -73,11 +90,34 @@ def plan(
     else:
         replicas = (engine_params,) * replicas_n
 
+    # A text engine that matches stop strings itself and defers them by min_tokens has applied
+    # both already; matching its text again would ignore min_tokens (unillm cannot tell which
+    # text the first min_tokens tokens are without ids).
+    rematch = caps.token_ids or "stop" in emulated or params.min_tokens == 0
     rules = StopRules(
-        stop=params.stop if "stop" in emulated else (),
+        # Stop strings are matched here even when the engine stops at them natively: the ids it
+        # returns still contain the string, engines disagree on which of several strings wins,
+        # and a stream must hold back text that may turn out to be one. On text an engine has
+        # already cut, matching again changes nothing.
+        stop=params.stop if rematch else (),
         stop_token_ids=frozenset(params.stop_token_ids) if "stop_token_ids" in emulated
         else frozenset(),
         min_tokens=params.min_tokens,
         terminators=eos_token_ids | frozenset(params.stop_token_ids),
     )
     return Plan(engine_params, rules, replicas, copies, tuple(sorted(emulated)))
+
+
+def batch_groups(requests: Sequence[EngineRequest], caps: Capabilities) -> list[list[int]]:
+    """Which requests go to the engine in one call (indices, in order): all of them if the
+    engine mixes parameters in a batch (``per_request``), else one call per distinct
+    `SamplingParams`. The `Generator` and each Ray replica (for its share of a batch) group
+    the same way."""
+    if not requests:
+        return []
+    if caps.batch_params == "per_request":
+        return [list(range(len(requests)))]
+    groups: dict[SamplingParams, list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(request.params, []).append(i)
+    return list(groups.values())

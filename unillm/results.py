@@ -125,13 +125,16 @@ class Chunk:
     """A piece of a streamed sample: new text and the token ids it came from.
 
     `finish_reason` is set on the last chunk of each sample. Concatenating a sample's chunk
-    texts gives exactly the text a non-streamed call returns.
+    texts gives exactly the text a non-streamed call returns. `logprobs` (with
+    `SamplingParams.logprobs`) are those of this chunk's `token_ids`, so a server can stream
+    them.
     """
 
     text: str
     token_ids: tuple[int, ...]
     index: int = 0
     finish_reason: FinishReason | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None  # of `token_ids`, when requested
 
 
 def _jsonable(value: Any) -> Any:

@@ -35,6 +35,11 @@ class HFTokenizer:
         return cls(AutoTokenizer.from_pretrained(path, **kwargs), extra_eos_ids)
 
     @property
+    def vocab_size(self) -> int:
+        """Number of token ids, added tokens included (valid ids are below it)."""
+        return len(self.hf)
+
+    @property
     def pad_token_id(self) -> int | None:
         pad = self.hf.pad_token_id
         if pad is None:

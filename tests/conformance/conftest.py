@@ -5,7 +5,7 @@ import pytest
 import unillm
 from unillm.testing import build_test_model
 
-from ..conftest import require_engine
+from ..conftest import REQUIRED_ENGINES, require_engine
 from .emulated import EmulationPlugin
 from .targets import Target, all_targets
 
@@ -31,18 +31,24 @@ def load_target(request: pytest.FixtureRequest, target: Target, preset: str) -> 
         if target.server is not None:  # HTTP engines: the fixture starts the server
             model, extra = request.getfixturevalue(target.server)(model)
             options.update(extra)
-        _loaded[key] = unillm.load(target.engine, model, **options)
+        try:
+            _loaded[key] = unillm.load(target.engine, model, **options)
+        except unillm.EngineUnavailableError as exc:  # e.g. Ray, for a replicated target
+            if exc.engine in REQUIRED_ENGINES:
+                pytest.fail(f"{exc} -- but UNILLM_REQUIRE_ENGINES requires it", pytrace=False)
+            pytest.skip(str(exc))
     return _loaded[key]
 
 
 @pytest.fixture
 def gen(request: pytest.FixtureRequest, target: Target) -> unillm.Generator:
-    return load_target(request, target, "llama-tiny")
+    return load_target(request, target, target.preset)
 
 
-@pytest.fixture(scope="session")
-def model_path() -> str:
-    return str(build_test_model("llama-tiny"))
+@pytest.fixture
+def model_path(target: Target) -> str:
+    """The float32 checkpoint `gen` was loaded from (the reference's model)."""
+    return str(build_test_model(target.preset))
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

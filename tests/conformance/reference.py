@@ -18,8 +18,24 @@ def _model(path: str):
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def greedy_ids(path: str, prompt_ids: tuple[int, ...], max_tokens: int) -> list[int]:
-    """Greedy continuation of `prompt_ids`, including the eos token if it comes."""
+def greedy_ids(path: str, prompt_ids: tuple[int, ...], max_tokens: int,
+               repetition_penalty: float = 1.0, penalize_prompt: bool = True) -> list[int]:
+    """Greedy continuation of `prompt_ids`, including the eos token if it comes.
+
+    `repetition_penalty` is the CTRL paper's, as unillm defines it: every token already in the
+    prompt or the output has its logit divided by the penalty (multiplied, if negative).
+    `penalize_prompt=False` computes the wrong variant (output tokens only), which the suite
+    uses to make sure its prompt tells the two apart.
+    """
+    return list(_greedy_ids(path, tuple(prompt_ids), max_tokens, repetition_penalty,
+                            penalize_prompt))
+
+
+@functools.lru_cache(maxsize=None)
+def _greedy_ids(path: str, prompt_ids: tuple[int, ...], max_tokens: int,
+                repetition_penalty: float, penalize_prompt: bool) -> tuple[int, ...]:
+    # Cached: every target asks for the same continuations, and this loop re-runs the whole
+    # sequence at every step.
     import torch
 
     model, tok = _model(path)
@@ -27,12 +43,20 @@ def greedy_ids(path: str, prompt_ids: tuple[int, ...], max_tokens: int) -> list[
     out: list[int] = []
     with torch.no_grad():
         for _ in range(max_tokens):
-            token = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            logits = model(torch.tensor([ids])).logits[0, -1]
+            if repetition_penalty != 1.0:
+                seen = ids if penalize_prompt else ids[len(prompt_ids):]
+                if seen:
+                    index = torch.tensor(sorted(set(seen)))
+                    score = logits[index]
+                    logits[index] = torch.where(score < 0, score * repetition_penalty,
+                                                score / repetition_penalty)
+            token = int(logits.argmax())
             out.append(token)
             ids.append(token)
             if token == tok.eos_token_id:
                 break
-    return out
+    return tuple(out)
 
 
 def encode(path: str, text: str) -> tuple[int, ...]:

@@ -28,14 +28,70 @@ class Target:
     inexact_reason: str = ""
     presets: tuple[str, ...] = ALL_PRESETS  # architectures this configuration is run on
     server: str | None = None  # for HTTP engines: the fixture that starts their server
+    preset: str = "llama-tiny"  # the model of the single-model checks (the `gen` fixture)
+    batch_variance: str = ""  # why greedy output may depend on batch company ("": it must not)
 
     def __str__(self) -> str:
         return self.id
 
 
+QUANTIZED = (
+    "weights rounded to 4 or 8 bits: on this random-weight model greedy text leaves the float32 "
+    "reference within a few tokens (tests/engines/test_quantization.py bounds the logit error)"
+)
+
+
+BNB_KERNELS = (
+    "bitsandbytes' CPU kernels round a row differently with the batch around it (the 4-bit "
+    "kernel tiles its matmul by the number of rows; LLM.int8() picks outlier columns over the "
+    "whole batch), so on a random model greedy text can change with the batch"
+)
+
+
+def _quantized(id: str, engine: str, method: str, batch_variance: str = "") -> Target:
+    """A quantized configuration, on the preset whose linear layers every method quantizes
+    (quantizers skip or reject the tiny presets' 64-wide layers)."""
+    return Target(id, engine, {"dtype": "float32", "quantization": method}, exact=False,
+                  inexact_reason=QUANTIZED, presets=("llama-quant",), preset="llama-quant",
+                  batch_variance=batch_variance)
+
+
 CONFIGURED: list[Target] = [
     Target("transformers", "transformers", {"dtype": "float32"}),
     Target("transformers-minimal", "transformers-minimal", {"dtype": "float32"}),
+    Target("ctranslate2", "ctranslate2", {"compute_type": "float32"}),
+    # The same engine through its per-token callback in batch calls too (timing on).
+    Target("ctranslate2-timed", "ctranslate2", {"compute_type": "float32", "batch_token_times": True},
+           presets=("llama-tiny",)),
+    Target("ctranslate2-int8", "ctranslate2", {"compute_type": "int8"}, exact=False,
+           inexact_reason="int8 weights: greedy ids may differ from the float32 reference",
+           presets=("llama-tiny",)),
+    # float32 for exact parity; eager mode because torch.compile on CPU adds ~75 s to the first
+    # load of each model (the compiled path is the same vLLM engine, sampling included).
+    Target("vllm", "vllm", {"dtype": "float32", "enforce_eager": True}),
+    # The same engine behind 2 Ray replicas (unillm.distributed): every semantic must survive
+    # the trip through the actors. Small CPU reservations so it fits beside other Ray tests.
+    Target("transformers-replicas", "transformers",
+           {"dtype": "float32", "replicas": 2, "num_cpus": 0.25}, presets=("llama-tiny",)),
+    # f32 weights and an f32 KV cache (llama.cpp's default cache is f16): exact.
+    Target("llamacpp", "llamacpp", {"quantization": "f32", "kv_cache_type": "f32"}),
+    Target("llamacpp-q8_0", "llamacpp", {"quantization": "q8_0"}, exact=False,
+           inexact_reason="8-bit weights and an f16 KV cache change near-tied argmaxes",
+           presets=("llama-tiny",)),
+    _quantized("bnb", "bnb", "nf4", BNB_KERNELS),
+    _quantized("bnb-fp4", "bnb", "fp4", BNB_KERNELS),
+    _quantized("bnb-int8", "bnb", "int8", BNB_KERNELS),
+    _quantized("gptq", "gptq", "gptq"),  # calibrated on unillm's default texts
+    _quantized("torchao", "torchao", "torchao-int8"),
+    # HTTP: llama-cpp-python's own OpenAI-compatible server on an f32 GGUF of each test model
+    # (converted by the llama.cpp plugin's converter), with an f32 KV cache. Not qwen2-tiny:
+    # there the 32nd greedy token of one prompt is half a UTF-8 character, and llama-cpp-python
+    # 0.3.36 then generates past max_tokens to complete it (33 tokens for 32; see
+    # docs/engines/http.md), which a text engine cannot undo.
+    Target("openai-llama-cpp-python", "openai", server="llama_cpp_server",
+           presets=("llama-tiny", "gpt2-tiny")),
+    # vLLM's own server (opt-in: UNILLM_VLLM_PYTHON names an environment with vLLM).
+    Target("openai-vllm", "openai", server="vllm_server"),
 ]
 
 

@@ -42,16 +42,6 @@ def test_checkpoint_generation_config_does_not_leak(hf_generator):
     assert out.engine_params["top_k"] == 0 and out.engine_params["do_sample"] is True
 
 
-def test_per_prompt_params_run_grouped_and_return_in_order(hf_generator):
-    prompts = ["one", "two", "three", "four"]
-    params = [SP(max_tokens=k, temperature=0, ignore_eos=True) for k in (3, 7, 3, 5)]
-    outs = hf_generator.generate(prompts, params)
-    assert [o.prompt for o in outs] == prompts
-    assert [len(o.token_ids) for o in outs] == [3, 7, 3, 5]
-    for prompt, p, o in zip(prompts, params, outs):
-        assert o.token_ids == hf_generator.generate(prompt, p).token_ids
-
-
 def test_seeded_calls_leave_the_global_rng_alone(hf_generator):
     import torch
 
@@ -95,3 +85,14 @@ def test_info_reports_weights_and_device(hf_generator):
     info = hf_generator.info
     assert info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["weight_bytes"] >= info["parameters"] * 4
+
+
+def test_save_writes_a_model_that_loads_back(hf_generator, tmp_path):
+    params = SP(max_tokens=12, temperature=0.0, ignore_eos=True)
+    expected = hf_generator.generate("Bonjour", params).token_ids
+    hf_generator.save(tmp_path)
+    with unillm.load("transformers", tmp_path, dtype="float32") as again:
+        assert again.generate("Bonjour", params).token_ids == expected
+        # the checkpoint's own sampling defaults were saved, not the engine's neutral ones
+        assert again.info["checkpoint_sampling_defaults_ignored"]["top_k"] == 5
+        assert again.info["quantization"] is None

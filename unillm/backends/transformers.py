@@ -3,9 +3,11 @@
 Every sampling field is passed explicitly on every call, and the checkpoint's own
 `generation_config.json` sampling values are set aside at load, so nothing leaks in (transformers
 fills any field left None from that file, and its global default is top_k 50). A list of
-prompts is one left-padded `generate` call. Streaming and per-token timing in batch calls use
-a streamer that receives each step's tokens; emulated stop strings stop rows through a
-stopping criterion.
+prompts is one left-padded `generate` call, streamed or not (`stream_batch`, which lets a server
+batch its streaming clients). Streaming and per-token timing in batch calls use a streamer that
+receives each step's tokens; emulated stop strings stop rows through a stopping criterion.
+Quantizing while loading (bitsandbytes, GPTQ, torchao) is the `quantization` option;
+quantization.py turns it into from_pretrained's arguments.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..engine import (
     ALL_FIELDS,
@@ -29,10 +31,12 @@ from ..engine import (
     Knob,
     TokenEvent,
 )
-from ..errors import EngineError
+from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..results import TokenLogprob
 from ..timing import now
+from . import quantization as quant
+from .quantization import QuantizationConfig
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -51,6 +55,16 @@ class TransformersOptions(EngineOptions):
         None, ge=1, description="split larger prompt lists into generate calls of this size"
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+    quantization: QuantizationConfig | None = Field(
+        None, description="quantize while loading: nf4, fp4, int8 (bitsandbytes), gptq, "
+        "torchao-int8, or a QuantizationConfig / dict with knobs; None loads the checkpoint as "
+        "it is (a pre-quantized checkpoint stays quantized)",
+    )
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _parse_quantization(cls, value: Any) -> Any:
+        return quant.parse(value)
 
 
 class _Timestamps:
@@ -94,6 +108,7 @@ def _openai_penalties(presence: float, frequency: float, prompt_len: int):
 class TransformersEngine(Engine):
     """Runs any `AutoModelForCausalLM` checkpoint with transformers."""
 
+    name = "transformers"
     Options = TransformersOptions
     tunables = {
         "max_batch_size": Knob("int", 1, 64, log=True, help="prompts per generate call"),
@@ -123,13 +138,18 @@ class TransformersEngine(Engine):
         hf_tok = AutoTokenizer.from_pretrained(
             model, trust_remote_code=options.trust_remote_code, revision=options.revision
         )
+        self._hf_tokenizer = hf_tok
+        self.quantization = self._resolve_quantization()
         self.model_obj = AutoModelForCausalLM.from_pretrained(model, **self._model_kwargs())
         if self._needs_move():
             self.model_obj = self.model_obj.to(self.device)
         self.model_obj.eval()
+        if self.quantization is not None:
+            quant.after_load(self.model_obj)
 
         # Keep the checkpoint's special tokens, set its sampling defaults aside (see module doc).
         original = self.model_obj.generation_config
+        self._checkpoint_generation_config = original
         self.checkpoint_sampling_defaults = {
             k: v for k, v in original.to_diff_dict().items()
             if k in ("do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p",
@@ -151,6 +171,50 @@ class TransformersEngine(Engine):
         )
 
     # -- loading ----------------------------------------------------------------------------
+    methods: tuple[str, ...] | None = None
+    """Quantization methods this engine name accepts (None: any); see the `bnb` engine."""
+
+    def _resolve_quantization(self) -> dict[str, Any] | None:
+        """What quantization this load applies: ``{"method", "source": "load"|"checkpoint",
+        ...}``, or None for a full-precision model. A checkpoint that is already quantized (its
+        config.json has a quantization_config) is loaded as it is."""
+        from transformers import AutoConfig
+
+        o = self.options
+        requested = o.quantization
+        config = AutoConfig.from_pretrained(
+            self.model, trust_remote_code=o.trust_remote_code, revision=o.revision
+        )
+        found = quant.checkpoint_quantization(config)
+        explicit = "quantization" in o.model_fields_set
+        if found is not None:
+            if requested is not None:
+                quant.check_against_checkpoint(requested, explicit, found)
+            self._check_method(found["method"], "the checkpoint's quantization")
+            quant.prepare_environment(found["method"])
+            return {**found, "source": "checkpoint"}
+        if requested is None:
+            return None
+        self._check_method(requested.method, "quantization")
+        quant.require_library(requested, self.name or "transformers")
+        quant.prepare_environment(requested.method)
+        if requested.method == "gptq" and self.device.type == "cpu":
+            group = requested.group_size or quant.GPTQ_DEFAULT_GROUP_SIZE
+            quant.check_gptq_group_size(config, group)
+        hf_config, sent = quant.hf_config(requested, tokenizer=self._hf_tokenizer,
+                                          model_dtype=o.dtype)
+        self._hf_quantization_config = hf_config
+        return {"method": requested.method, "source": "load", "bits": requested.effective_bits,
+                "library": requested.info.library, "sent": sent}
+
+    def _check_method(self, method: str, what: str) -> None:
+        if self.methods is not None and method not in self.methods:
+            raise InvalidParameterError(
+                "quantization", method, f"engine {self.name!r} runs {', '.join(self.methods)}; "
+                f"use engine 'transformers' for {what} {method!r}",
+                owner=f"{self.name} engine option",
+            )
+
     def _model_kwargs(self) -> dict[str, Any]:
         o = self.options
         dtype: Any = o.dtype
@@ -161,20 +225,54 @@ class TransformersEngine(Engine):
         }
         if o.attn_implementation:
             kwargs["attn_implementation"] = o.attn_implementation
+        if self.quantization is not None:
+            # Quantized weights are placed while loading; they cannot be moved afterwards.
+            kwargs["device_map"] = {"": str(self.device)}
+            if self.quantization["source"] == "load":
+                kwargs["quantization_config"] = self._hf_quantization_config
         return kwargs
 
     def _needs_move(self) -> bool:
-        return True
+        return self.quantization is None
 
     def info(self) -> dict[str, Any]:
         m = self.model_obj
-        return {
+        weight_bytes = quant.weight_bytes(m)
+        parameters = quant.logical_parameters(m)
+        out: dict[str, Any] = {
             "device": str(self.device),
             "dtype": str(m.dtype).replace("torch.", ""),
-            "weight_bytes": int(m.get_memory_footprint()),
-            "parameters": int(sum(p.numel() for p in m.parameters())),
+            "weight_bytes": weight_bytes,
+            "parameters": parameters,
+            "bits_per_parameter": round(8 * weight_bytes / max(parameters, 1), 2),
             "checkpoint_sampling_defaults_ignored": self.checkpoint_sampling_defaults,
+            "quantization": None,
         }
+        if self.quantization is not None:
+            kinds = quant.layer_kinds(m)
+            out["quantization"] = {
+                **self.quantization,
+                "quantized_layers": sum(quant.is_quantized_kind(k) for k in kinds.values()),
+                "full_precision_layers": sorted(
+                    n for n, k in kinds.items() if not quant.is_quantized_kind(k)
+                ),
+            }
+        return out
+
+    def save(self, path: str) -> None:
+        """`save_pretrained` of the model as loaded (quantized weights included) and of its
+        tokenizer, with the checkpoint's own generation_config.json (the engine's neutral one
+        is only for generating)."""
+        method = self.quantization["method"] if self.quantization else None
+        quant.check_serializable(self.model_obj, method, self.name or "transformers")
+        quant.prepare_for_save(self.model_obj)
+        neutral = self.model_obj.generation_config
+        self.model_obj.generation_config = self._checkpoint_generation_config
+        try:
+            self.model_obj.save_pretrained(path)
+        finally:
+            self.model_obj.generation_config = neutral
+        self._hf_tokenizer.save_pretrained(path)
 
     # -- translating parameters -------------------------------------------------------------
     def _generation_kwargs(self, p, prompt_len: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -333,14 +431,40 @@ class TransformersEngine(Engine):
 
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
+        events = self.stream_batch([request])
+        try:
+            for _, event in events:
+                yield event
+        finally:
+            events.close()
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """One left-padded `generate` call per `max_batch_size` prompts, its tokens handed
+        over step by step; an aborted request's rows are stopped by a stopping criterion."""
+        size = self.options.max_batch_size or len(requests) or 1
+        for first in range(0, len(requests), size):
+            part = requests[first:first + size]
+            if all(r.aborted for r in part):
+                continue
+            events = self._stream_batch(part)
+            try:
+                for index, event in events:
+                    yield first + index, event
+            finally:
+                events.close()
+
+    def _stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         torch = self.torch
-        p = request.params
-        ids, mask, width = self._inputs([request])
+        p = requests[0].params
+        n = p.n
+        rows = len(requests) * n
+        ids, mask, width = self._inputs(requests)
         kwargs, record = self._generation_kwargs(p, width)
         kwargs["generation_config"].output_logits = False
-        request.received = record
+        for r in requests:
+            r.received = dict(record)
         steps: queue.Queue = queue.Queue()
         cancelled = threading.Event()
         failure: list[BaseException] = []
@@ -348,8 +472,11 @@ class TransformersEngine(Engine):
 
         class _Cancel(StoppingCriteria):
             def __call__(self, input_ids, scores, **_):
-                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool,
-                                  device=input_ids.device)
+                if cancelled.is_set():
+                    stop = [True] * rows
+                else:
+                    stop = [requests[row // n].aborted for row in range(rows)]
+                return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
 
         def on_step(value) -> None:
             if value is None:
@@ -384,8 +511,8 @@ class TransformersEngine(Engine):
         worker = threading.Thread(target=run, name="unillm-transformers", daemon=True)
         worker.start()
         terminators = set(kwargs["generation_config"].eos_token_id or ())
-        finished = [False] * p.n
-        counts = [0] * p.n
+        finished = [False] * rows
+        counts = [0] * rows
         try:
             while True:
                 step = steps.get()
@@ -394,6 +521,9 @@ class TransformersEngine(Engine):
                 tokens, lps = step
                 for row, token in enumerate(tokens):
                     if finished[row]:
+                        continue
+                    if requests[row // n].aborted:  # the core ends it; emit nothing more
+                        finished[row] = True
                         continue
                     counts[row] += 1
                     finish = reason = None
@@ -404,13 +534,15 @@ class TransformersEngine(Engine):
                         finish = "length"
                     if finish:
                         finished[row] = True
-                    yield TokenEvent(row, (token,), finish_reason=finish, stop_reason=reason,
-                                     logprobs=[lps[row]] if lps else None)
+                    yield row // n, TokenEvent(
+                        row % n, (token,), finish_reason=finish, stop_reason=reason,
+                        logprobs=[lps[row]] if lps else None,
+                    )
             if failure:
                 raise failure[0]
-            for row in range(p.n):
+            for row in range(rows):
                 if not finished[row]:
-                    yield TokenEvent(row, (), finish_reason="length")
+                    yield row // n, TokenEvent(row % n, (), finish_reason="length")
         finally:
             cancelled.set()
             worker.join()
@@ -423,9 +555,64 @@ class TransformersEngine(Engine):
                 self.torch.cuda.empty_cache()
 
 
+# -- quantized aliases ---------------------------------------------------------------------
+# `unillm.load("bnb", model)` is `unillm.load("transformers", model, quantization="nf4")`: the
+# same engine, with a default method and the methods of one library only. The canonical
+# spelling is the transformers engine with `quantization=`; these names are shortcuts whose
+# availability (`unillm engines`) also tells whether the library is installed.
+def _alias_options(name: str, default: str, methods: tuple[str, ...]) -> type[TransformersOptions]:
+    def check(cls, value: Any) -> Any:
+        parsed = quant.parse(value)
+        if parsed is None or parsed.method not in methods:
+            raise InvalidParameterError(
+                "quantization", getattr(parsed, "method", None),
+                f"engine {name!r} runs {', '.join(methods)}; use engine 'transformers' for "
+                "other methods or none", owner=f"{name} engine option",
+            )
+        return parsed
+
+    namespace = {
+        "__annotations__": {"quantization": QuantizationConfig},
+        "quantization": Field(QuantizationConfig(method=default),
+                              description=f"{' / '.join(methods)} (default {default}), or a "
+                              "QuantizationConfig / dict with knobs"),
+        "_parse_quantization": field_validator("quantization", mode="before")(classmethod(check)),
+        "__doc__": f"Options of the {name!r} engine: the transformers engine's, quantizing with "
+                   f"{', '.join(methods)}.",
+    }
+    return type(f"{name.capitalize()}Options", (TransformersOptions,), namespace)
+
+
+def _alias_engine(name: str, default: str, methods: tuple[str, ...]) -> type[TransformersEngine]:
+    return type(f"{name.capitalize()}Engine", (TransformersEngine,), {
+        "__doc__": f"The transformers engine quantizing with {', '.join(methods)}.",
+        "name": name,
+        "methods": methods,
+        "Options": _alias_options(name, default, methods),
+    })
+
+
+BnbEngine = _alias_engine("bnb", "nf4", ("nf4", "fp4", "int8"))
+GptqEngine = _alias_engine("gptq", "gptq", ("gptq",))
+TorchaoEngine = _alias_engine("torchao", "torchao-int8", ("torchao-int8",))
+
+
 @hookimpl
 def unillm_register_engines(register) -> None:
     register(
         "transformers", TransformersEngine, requires=("torch", "transformers"),
         extra="transformers", description="Hugging Face transformers (model.generate)",
+    )
+    register(
+        "bnb", BnbEngine, requires=("torch", "transformers", "bitsandbytes"), extra="bnb",
+        aliases=("bitsandbytes",),
+        description="transformers + bitsandbytes: nf4 (default), fp4, int8",
+    )
+    register(
+        "gptq", GptqEngine, requires=("torch", "transformers", "gptqmodel", "optimum"),
+        extra="gptq", description="transformers + GPTQ (gptqmodel): 4-bit, calibrated on load",
+    )
+    register(
+        "torchao", TorchaoEngine, requires=("torch", "transformers", "torchao"), extra="torchao",
+        description="transformers + torchao: int8 weight-only",
     )

@@ -21,6 +21,8 @@ err = Console(stderr=True)
 @app.command()
 def engines() -> None:
     """List every engine: installed, missing (with the install command) or broken."""
+    from rich.markup import escape
+
     import unillm
 
     table = Table(title="unillm engines")
@@ -33,7 +35,9 @@ def engines() -> None:
         detail = info.description if info.status == "installed" else (info.error or "")
         if info.status == "missing" and info.install_hint:
             detail += f"\ninstall: {info.install_hint}"
-        table.add_row(info.name, f"[{colours[info.status]}]{info.status}[/]", info.plugin, detail)
+        # escape: install hints hold "unillm[extra]", which rich would read as markup
+        table.add_row(info.name, f"[{colours[info.status]}]{info.status}[/]", escape(info.plugin),
+                      escape(detail))
     Console().print(table)
 
 
@@ -41,7 +45,9 @@ def engines() -> None:
 def generate(
     prompt: Annotated[str, typer.Argument(help="the prompt text")],
     engine: Annotated[str, typer.Option("--engine", "-e", help="engine name")],
-    model: Annotated[str, typer.Option("--model", "-m", help="model path, hub id, or test:PRESET")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="model path, hub id, or test:PRESET (HTTP engines: the server's "
+        "model name, or leave out)")] = None,
     param: Annotated[list[str], typer.Option("--param", "-p", help="SamplingParams field, key=value")] = [],  # noqa: B006
     option: Annotated[list[str], typer.Option("--option", "-o", help="engine option, key=value")] = [],  # noqa: B006
     chat: Annotated[bool, typer.Option(help="send the prompt as a user message via the chat template")] = False,
@@ -52,7 +58,8 @@ def generate(
 
     try:
         params = unillm.SamplingParams(**parse_pairs(param, "--param"))
-        with unillm.load(engine, resolve_model(model), **parse_pairs(option, "--option")) as gen:
+        model_arg = resolve_model(model) if model is not None else None
+        with unillm.load(engine, model_arg, **parse_pairs(option, "--option")) as gen:
             stream = (gen.stream_chat([{"role": "user", "content": prompt}], params) if chat
                       else gen.stream(prompt, params))
             for chunk in stream:

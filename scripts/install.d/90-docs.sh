@@ -1,0 +1,2 @@
+# The documentation site (mkdocs build --strict runs in CI: scripts/test.d/docs.sh).
+EXTRAS+=(docs)

@@ -1,0 +1,15 @@
+# The vLLM test run, inside .venv-vllm (built by scripts/install.d/50-vllm.sh; sourced by
+# scripts/test.sh). The conformance suite restricted to the vLLM target, plus the vLLM engine's
+# own tests; UNILLM_REQUIRE_ENGINES=vllm turns "vLLM not installed" into a failure, so a green
+# run means vLLM really ran.
+
+vllm_tests() {
+  if [ "${UNILLM_SKIP_VLLM:-0}" = "1" ]; then
+    echo "vllm tests: skipped (UNILLM_SKIP_VLLM=1)"
+    return 0
+  fi
+  UNILLM_TARGETS=vllm UNILLM_REQUIRE_ENGINES=vllm \
+    run_pytest "$ROOT/.venv-vllm/bin/python" tests/conformance tests/engines/test_vllm.py "$@"
+}
+
+RUNS+=(vllm_tests)

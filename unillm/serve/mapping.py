@@ -1,0 +1,104 @@
+"""OpenAI request fields -> `SamplingParams` and prompts, so a server request means exactly what
+the same call through the library means.
+
+The differences from OpenAI's spelling are written here once: `max_completion_tokens` is
+`max_tokens`; chat's `logprobs: true` + `top_logprobs: k` is `logprobs=k`; vLLM's `top_k` of
+-1 or 0 means off, which is unillm's None. Sampling fields the request cannot express in
+unillm (logit_bias, echo, suffix, best_of, tools, non-text response formats) are a 400 naming
+the field, never dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..params import SamplingParams
+from .config import ServeConfig
+from .errors import bad_request, from_unillm
+from .schemas import VLLM_EXTRAS, ChatRequest, CompletionRequest
+
+_COMMON = ("temperature", "top_p", "n", "stop", "seed", "presence_penalty",
+           "frequency_penalty", *VLLM_EXTRAS)
+
+
+@dataclass
+class Mapped:
+    """A request's parameters, and how to name its fields back to the client."""
+
+    params: SamplingParams
+    names: dict[str, str] = field(default_factory=dict)  # SamplingParams field -> sent field
+    max_tokens_sent: bool = False  # False: the server's cap, lowered to fit the context
+
+
+def completion_params(req: CompletionRequest, config: ServeConfig) -> Mapped:
+    _refuse(req.logit_bias, "logit_bias", "logit_bias is not supported")
+    if req.echo:
+        raise bad_request("echo is not supported: the response holds the completion only",
+                          "echo")
+    if req.suffix is not None:
+        raise bad_request("suffix (insertion) is not supported", "suffix")
+    if req.best_of is not None and req.best_of != (req.n if req.n is not None else 1):
+        raise bad_request("best_of is not supported (it must be unset or equal to n)",
+                          "best_of")
+    values, names = _common(req)
+    if req.logprobs is not None:
+        values["logprobs"] = req.logprobs
+    return _build(req, values, names, "max_tokens", req.max_tokens, config)
+
+
+def chat_params(req: ChatRequest, config: ServeConfig) -> Mapped:
+    _refuse(req.logit_bias, "logit_bias", "logit_bias is not supported")
+    _refuse(req.tools, "tools", "tool calling is not supported")
+    if req.tool_choice not in (None, "none"):
+        raise bad_request("tool_choice is not supported (only 'none')", "tool_choice")
+    if req.response_format is not None and req.response_format.get("type") != "text":
+        raise bad_request("response_format: only {'type': 'text'} is supported",
+                          "response_format")
+    values, names = _common(req)
+    if req.top_logprobs is not None and not req.logprobs:
+        raise bad_request("top_logprobs requires logprobs to be true", "top_logprobs")
+    if req.logprobs:
+        values["logprobs"] = req.top_logprobs if req.top_logprobs is not None else 0
+        names["logprobs"] = "top_logprobs" if req.top_logprobs is not None else "logprobs"
+    if req.max_tokens is not None and req.max_completion_tokens is not None:
+        raise bad_request("send max_completion_tokens or max_tokens, not both",
+                          "max_completion_tokens")
+    if req.max_completion_tokens is not None:
+        return _build(req, values, names, "max_completion_tokens", req.max_completion_tokens,
+                      config)
+    return _build(req, values, names, "max_tokens", req.max_tokens, config)
+
+
+def _refuse(value: Any, name: str, message: str) -> None:
+    if value:  # empty dicts/lists change nothing: clients send them by default
+        raise bad_request(message, name, "unsupported_parameter")
+
+
+def _common(req: CompletionRequest | ChatRequest) -> tuple[dict[str, Any], dict[str, str]]:
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("stream_options is only allowed with stream=true", "stream_options")
+    values = {name: getattr(req, name) for name in _COMMON if getattr(req, name) is not None}
+    if values.get("top_k") in (-1, 0) and not isinstance(values.get("top_k"), bool):
+        values["top_k"] = None  # vLLM's server spells "off" as -1 (or 0)
+    return values, {}
+
+
+def _build(req: Any, values: dict[str, Any], names: dict[str, str], max_name: str,
+           max_tokens: Any, config: ServeConfig) -> Mapped:
+    names["max_tokens"] = max_name
+    sent = max_tokens is not None
+    if sent:
+        if (isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
+                and max_tokens > config.max_tokens_cap):
+            raise bad_request(
+                f"{max_name} = {max_tokens} exceeds this server's cap of "
+                f"{config.max_tokens_cap}", max_name)
+        values["max_tokens"] = max_tokens
+    else:
+        values["max_tokens"] = config.max_tokens_cap
+    try:
+        params = SamplingParams(**values)
+    except ValueError as exc:
+        raise from_unillm(exc, names, "prompt") from None
+    return Mapped(params, names, sent)
