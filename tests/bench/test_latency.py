@@ -29,7 +29,9 @@ def _cli(*args: str, cwd=None, timeout: int = 900) -> subprocess.CompletedProces
 def test_bench_latency_every_engine_exact_tokens_json_csv_png(tmp_path):
     require_engine("transformers")
     engines = [s.engine for s in installed_local_engines()]
-    out = _cli("bench", "latency", "--model", "test:llama-tiny", "--max-tokens", "12",
+    # llama-quant: the smallest preset every engine runs, quantizers included (GPTQ's and
+    # bitsandbytes' kernels refuse llama-tiny's 64-wide layers).
+    out = _cli("bench", "latency", "--model", "test:llama-quant", "--max-tokens", "12",
                "--prompts", "2", "--repeats", "1", "--warmup", "1", "--name", "lat", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     # written under the current directory when --out is not given
@@ -105,3 +107,24 @@ def test_a_failing_engine_is_recorded_and_the_others_still_run():
 def test_fixed_length_cannot_be_overridden():
     with pytest.raises(ValueError, match="ignore_eos"):
         run_latency([EngineSpec("transformers")], "test:llama-tiny", params={"ignore_eos": False})
+
+
+def test_a_contestant_runs_in_the_interpreter_its_spec_names(tmp_path):
+    """`python=` (an engine that needs its own environment, e.g. vLLM's CPU build): the worker
+    is started with that interpreter. A wrapper stands in for the other environment's python:
+    it leaves a mark, then runs this one."""
+    require_engine("transformers")
+    mark = tmp_path / "ran"
+    other = tmp_path / "other-python"
+    other.write_text(f'#!/bin/sh\ntouch "{mark}"\nexec "{sys.executable}" "$@"\n')
+    other.chmod(0o755)
+    missing = tmp_path / "no-such-python"
+    result = run_latency(
+        EngineSpec.parse_list(f"transformers:python={other}:label=other-env,"
+                              f"transformers:python={missing}:label=missing-env"),
+        "test:llama-tiny", max_tokens=4, prompts=1, warmup=0, repeats=1)
+    ran, failed = result["runs"]
+    assert mark.exists()
+    assert ran["status"] == "ok" and ran["points"][0]["records"][0]["output_tokens"] == 4
+    assert ran["engine_packages"]["transformers"]
+    assert failed["status"] == "error" and str(missing) in failed["error"]

@@ -126,6 +126,8 @@ def run_entry(outcome: Any, model: str) -> dict[str, Any]:
         "error": outcome.error,
         "load_s": load.get("load_s"),
         "engine_info": load.get("engine_info"),
+        "engine_packages": load.get("engine_packages"),
+        "python": load.get("python"),
         "peak_memory": outcome.peak_memory,
         "points": [],
     }

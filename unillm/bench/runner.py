@@ -71,7 +71,7 @@ class _Contestant:
     def load(self) -> None:
         self.reporter.message(f"{self.spec.label}: loading {self.model}")
         try:
-            self.worker = Worker(isolate=self.isolate)
+            self.worker = Worker(isolate=self.isolate, python=self.spec.python)
             self.outcome.load = self.worker.call(
                 "load", {"engine": self.spec.engine, "model": self.model,
                          "options": dict(self.spec.options)},

@@ -3,7 +3,9 @@
 On the command line a contestant is ``NAME[:KEY=VALUE]...``, e.g. ``transformers``,
 ``ctranslate2:compute_type=int8`` or ``transformers:dtype=bfloat16:label=hf-bf16``. Two special
 keys: ``label`` (the name shown in results) and ``model`` (a model for this engine only, e.g.
-a .gguf file where the others load a directory). Values are read as JSON when they parse
+a .gguf file where the others load a directory). A third, ``python``, runs this contestant's
+worker with another environment's interpreter: for an engine that cannot share an environment
+with the others (vLLM's CPU build pins its own torch and transformers). Values are read as JSON when they parse
 (numbers, true/false, null), else kept as strings.
 """
 
@@ -31,6 +33,7 @@ class EngineSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     label: str = ""
     model: str | None = None
+    python: str | None = None
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -50,6 +53,7 @@ class EngineSpec:
         options: dict[str, Any] = {}
         label = ""
         model = None
+        python = None
         for pair in pairs:
             key, sep, raw = pair.partition("=")
             if not sep or not key:
@@ -60,9 +64,11 @@ class EngineSpec:
                 label = raw
             elif key == "model":
                 model = raw
+            elif key == "python":
+                python = raw
             else:
                 options[key] = parse_value(raw)
-        return cls(name.lower(), options, label, model)
+        return cls(name.lower(), options, label, model, python)
 
     @classmethod
     def parse_list(cls, text: str) -> list[EngineSpec]:
@@ -77,7 +83,7 @@ class EngineSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "engine": self.engine, "options": dict(self.options),
-                "model": self.model}
+                "model": self.model, "python": self.python}
 
 
 def installed_local_engines() -> list[EngineSpec]:

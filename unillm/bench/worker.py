@@ -53,6 +53,8 @@ class Session:
         return {
             "load_s": now() - built, "model_build_s": built - start, "model_path": model,
             "engine_info": _jsonable(info),
+            # as the worker's environment has them (it may be another one: EngineSpec.python)
+            "engine_packages": _engine_packages(payload["engine"]), "python": sys.executable,
         }
 
     def latency(self, payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -128,6 +130,25 @@ def _child_main(events_fd: int) -> None:
     session.close()
 
 
+def _engine_packages(name: str) -> dict[str, str | None]:
+    import unillm
+
+    from .machine import module_versions
+
+    info = next((i for i in unillm.engines() if i.name == name), None)
+    return module_versions(list(info.requires)) if info is not None else {}
+
+
+def _worker_env(python: str | None) -> dict[str, str] | None:
+    """Another environment's interpreter runs this unillm, not the one installed there (the
+    bench's jobs and wire format must match the parent's)."""
+    if not python:
+        return None
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
 class Worker:
     """A handle on one measuring process (or on an in-process `Session`).
 
@@ -135,7 +156,10 @@ class Worker:
     caller's script needs no ``if __name__ == "__main__"`` guard and is never re-imported.
     """
 
-    def __init__(self, isolate: bool = True):
+    def __init__(self, isolate: bool = True, python: str | None = None):
+        if python and not isolate:
+            raise ValueError("a worker with its own python runs in its own process: "
+                             "python= needs isolate=True")
         self.isolate = isolate
         self._session = None if isolate else Session()
         self._proc: subprocess.Popen | None = None
@@ -146,9 +170,9 @@ class Worker:
             read_fd, write_fd = os.pipe()
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "unillm.bench.worker", str(write_fd)],
+                    [python or sys.executable, "-m", "unillm.bench.worker", str(write_fd)],
                     stdin=subprocess.PIPE, stdout=fd, stderr=fd, pass_fds=(write_fd,),
-                    text=True, encoding="utf-8",
+                    text=True, encoding="utf-8", env=_worker_env(python),
                 )
             finally:
                 os.close(write_fd)
