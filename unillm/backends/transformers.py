@@ -12,6 +12,7 @@ quantization.py turns it into from_pretrained's arguments.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -113,6 +114,7 @@ class TransformersEngine(Engine):
         "max_batch_size": Knob("int", 1, 64, log=True, help="prompts per generate call"),
         "attn_implementation": Knob("choice", choices=("eager", "sdpa")),
         "dtype": Knob("choice", choices=("float32", "bfloat16")),
+        "threads": Knob("int", 1, max(os.cpu_count() or 1, 1), help="torch intra-op threads"),
     }
     capabilities = Capabilities(
         params=ALL_FIELDS - {"stop"}, batch_params="uniform", stop_hook=True

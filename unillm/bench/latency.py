@@ -1,0 +1,128 @@
+"""`bench latency`: batch 1, the shipped prompt set, exactly N output tokens on every engine.
+
+Every request asks for `max_tokens=N` with `ignore_eos=True`, and every completion is checked
+to hold exactly N tokens: an engine that stops early or runs long has done different work, and
+the run says so (status ``mismatch``, each offending request listed) instead of comparing it.
+Requests are streamed by default, so TTFT and ITL are what a caller receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..params import SamplingParams
+from .prompts import latency_prompts, prompt_set_name
+from .results import finalize, new_result, record, run_entry, summarize, timing_from_wire, timing_to_wire
+from .runner import Reporter, Round, run_contestants
+from .spec import EngineSpec
+
+APIS = ("stream", "generate")
+
+
+def fixed_length_params(max_tokens: int, extra: Mapping[str, Any] | None = None) -> SamplingParams:
+    """Greedy unless `extra` says otherwise; exactly `max_tokens` tokens (eos blocked)."""
+    fixed = {"max_tokens": max_tokens, "ignore_eos": True}
+    clash = sorted(set(extra or {}) & set(fixed) - {"max_tokens"})
+    if clash or (extra and "max_tokens" in extra and extra["max_tokens"] != max_tokens):
+        raise ValueError(
+            f"{', '.join(clash or ['max_tokens'])} is fixed by the bench (max_tokens={max_tokens}, "
+            "ignore_eos=True): every engine must produce exactly max_tokens tokens"
+        )
+    return SamplingParams(**{"temperature": 0.0, **(extra or {}), **fixed})
+
+
+def _run_one(gen: Any, prompt: Any, params: SamplingParams, api: str):
+    if api == "stream":
+        stream = gen.stream(prompt, params)
+        for _ in stream:
+            pass
+        return stream.completion
+    return gen.generate(prompt, params)
+
+
+def measure_latency(gen: Any, payload: Mapping[str, Any], progress) -> dict[str, Any]:
+    """In the worker: warm-up requests (discarded), then each prompt once, one at a time."""
+    params = fixed_length_params(payload["max_tokens"], payload.get("params"))
+    api = payload.get("api", "stream")
+    prompts: Sequence[str] = payload["prompts"]
+    for i in range(payload.get("warmup", 0)):
+        _run_one(gen, prompts[i % len(prompts)], params, api)
+        progress(1)
+    requests = []
+    for index, prompt in enumerate(prompts):
+        completion = _run_one(gen, prompt, params, api)
+        requests.append({
+            "prompt_index": index,
+            "finish_reason": completion.finish_reason,
+            "timing": timing_to_wire(completion.timing),
+        })
+        progress(1)
+    return {"requests": requests, "engine_params": completion.to_dict()["engine_params"]}
+
+
+def run_latency(
+    specs: Sequence[EngineSpec],
+    model: str,
+    *,
+    max_tokens: int = 200,
+    prompts: int | None = None,
+    warmup: int = 2,
+    repeats: int = 3,
+    api: str = "stream",
+    params: Mapping[str, Any] | None = None,
+    interleave: bool = False,
+    isolate: bool = True,
+    reporter: Reporter | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Measure each contestant at batch 1 and return the result (schema in `results`)."""
+    if api not in APIS:
+        raise ValueError(f"api = {api!r} is not allowed: one of {', '.join(APIS)}")
+    if repeats < 1 or warmup < 0 or max_tokens < 1:
+        raise ValueError("repeats must be >= 1, warmup >= 0 and max_tokens >= 1")
+    fixed_length_params(max_tokens, params)  # reject a bad --param before loading anything
+    texts = latency_prompts(prompts)
+    parameters = {
+        "model": model, "engines": [s.to_dict() for s in specs], "max_tokens": max_tokens,
+        "prompt_set": prompt_set_name(), "prompts": len(texts), "warmup": warmup,
+        "repeats": repeats, "api": api, "batch_size": 1,
+        "sampling_params": fixed_length_params(max_tokens, params).model_dump(mode="json"),
+        "interleave": interleave, "isolate": isolate,
+    }
+    result = new_result("latency", parameters, command)
+
+    def rounds(spec: EngineSpec) -> list[Round]:
+        out = []
+        for r in range(repeats):
+            w = warmup if r == 0 else 0
+            payload = {"prompts": texts, "max_tokens": max_tokens, "params": dict(params or {}),
+                       "api": api, "warmup": w}
+            out.append(Round("latency", payload, len(texts) + w))
+        return out
+
+    outcomes = run_contestants(specs, model, rounds, interleave=interleave, isolate=isolate,
+                               reporter=reporter)
+    for outcome in outcomes:
+        run = run_entry(outcome, model)
+        timings, records, mismatches = [], [], []
+        for rnd, output in enumerate(outcome.outputs):
+            for req in output["requests"]:
+                timing = timing_from_wire(req["timing"])
+                timings.append(timing)
+                records.append(record(timing, round=rnd, prompt_index=req["prompt_index"],
+                                      finish_reason=req["finish_reason"]))
+                if timing.output_tokens != max_tokens:
+                    mismatches.append({"round": rnd, "prompt_index": req["prompt_index"],
+                                       "output_tokens": timing.output_tokens,
+                                       "finish_reason": req["finish_reason"]})
+        if outcome.outputs:
+            run["engine_params"] = outcome.outputs[0].get("engine_params")
+        if timings or not outcome.error:
+            run["points"].append({
+                "batch_size": 1, "requests": len(timings),
+                "expected_output_tokens": max_tokens, "mismatches": mismatches,
+                "metrics": summarize(timings), "records": records,
+            })
+        result["runs"].append(run)
+    return finalize(result)
