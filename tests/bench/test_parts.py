@@ -35,6 +35,10 @@ def test_engine_spec_parsing():
         EngineSpec.parse_list("transformers,transformers")
     with pytest.raises(ValueError, match="KEY=VALUE"):
         EngineSpec.parse("transformers:dtype")
+    s = EngineSpec.parse("gptq:quantization.method=gptq:quantization.group_size=32:label=g")
+    assert dict(s.options) == {"quantization": {"method": "gptq", "group_size": 32}}
+    with pytest.raises(ValueError, match="both a value and nested keys"):
+        EngineSpec.parse("gptq:quantization=gptq:quantization.group_size=32")
 
 
 def test_length_distribution_bounds_and_reproducibility():

@@ -1,12 +1,13 @@
 """What one bench contestant is: an engine, its load options, and a label for tables and plots.
 
 On the command line a contestant is ``NAME[:KEY=VALUE]...``, e.g. ``transformers``,
-``ctranslate2:compute_type=int8`` or ``transformers:dtype=bfloat16:label=hf-bf16``. Two special
-keys: ``label`` (the name shown in results) and ``model`` (a model for this engine only, e.g.
-a .gguf file where the others load a directory). A third, ``python``, runs this contestant's
-worker with another environment's interpreter: for an engine that cannot share an environment
-with the others (vLLM's CPU build pins its own torch and transformers). Values are read as JSON when they parse
-(numbers, true/false, null), else kept as strings.
+``ctranslate2:compute_type=int8`` or ``transformers:dtype=bfloat16:label=hf-bf16``.
+Special keys: ``label`` (the name shown in results), ``model`` (a model for this engine only,
+e.g. a .gguf file where the others load a directory) and ``python`` (this contestant's worker
+runs with another environment's interpreter: for an engine that cannot share an environment
+with the others, like vLLM's CPU build, which pins its own torch and transformers). Values are
+read as JSON when they parse (numbers, true/false, null), else kept as strings; a dotted key
+sets a nested option (``gptq:quantization.method=gptq:quantization.group_size=32``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,21 @@ def parse_value(raw: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError:
         return raw
+
+
+def _set_option(options: dict[str, Any], key: str, value: Any, text: str) -> None:
+    """``quantization.group_size=32`` sets ``options["quantization"]["group_size"]``: nested
+    options without JSON objects, whose ``:`` and ``,`` the spec syntax uses itself."""
+    *parents, leaf = key.split(".")
+    where = options
+    for part in parents:
+        where = where.setdefault(part, {})
+        if not isinstance(where, dict):
+            raise ValueError(f"engine spec {text!r}: {part!r} is given both a value and "
+                             f"nested keys ({key!r})")
+    if isinstance(where.get(leaf), dict):
+        raise ValueError(f"engine spec {text!r}: {key!r} is given both a value and nested keys")
+    where[leaf] = value
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ class EngineSpec:
             elif key == "python":
                 python = raw
             else:
-                options[key] = parse_value(raw)
+                _set_option(options, key, parse_value(raw), text)
         return cls(name.lower(), options, label, model, python)
 
     @classmethod
