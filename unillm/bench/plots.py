@@ -91,8 +91,14 @@ def plot_latency(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, P
     ax.grid(axis="y", alpha=0.3)
     files["plot_tokens_per_s"] = _save(fig, out / f"{stem}-tokens_per_s.png")
 
-    fig = _figure(max(9.0, 1.2 * len(runs) * 3), 4.2)
-    axes = fig.subplots(1, 3)
+    # Side by side while they fit a page; stacked beyond 3 engines (a row of 3 × 7 boxes is
+    # too wide to read in a document).
+    if len(runs) <= 3:
+        fig = _figure(max(9.0, 1.2 * len(runs) * 3), 4.2)
+        axes = fig.subplots(1, 3)
+    else:
+        fig = _figure(max(9.0, 1.3 * len(runs)), 10.5)
+        axes = fig.subplots(3, 1)
     for ax, (key, title, scale, unit) in zip(axes, [
             ("ttft", "time to first token", 1000.0, "ms"),
             ("tpot", "time per output token (after the first)", 1000.0, "ms"),
