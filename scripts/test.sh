@@ -11,7 +11,7 @@ ROOT=$(pwd)
 if [ "${UNILLM_SKIP_SETUP:-0}" != "1" ]; then
   bash scripts/setup.sh all || { echo "setup failed"; exit 1; }
 fi
-export UNILLM_REQUIRE_ENGINES=${UNILLM_REQUIRE_ENGINES:-transformers,ctranslate2,llamacpp,bnb,gptq,torchao,openai,tgi}
+export UNILLM_REQUIRE_ENGINES=${UNILLM_REQUIRE_ENGINES:-transformers,ctranslate2,llamacpp,bnb,gptq,torchao,openai,tgi,llama-server}
 export PYTHONUNBUFFERED=1
 
 # pytest exits 5 when it collected no test: that is a failure of the test run, not a pass.

@@ -7,6 +7,7 @@ that must run: for those, "not installed" is a failure, never a quiet skip.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -81,6 +82,27 @@ def llama_cpp_server():
         url = servers.base_url(model_dir)
         return "test-model", {"base_url": url + "/v1", "server": "llama-cpp-python",
                               "timeout": 120.0, "vocab_size": _vocab_size(model_dir)}
+
+    yield start
+    servers.close()
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """Like `llama_cpp_server`, for llama.cpp's own server (`llama-server`), built by
+    scripts/build-llama-server.sh (CI builds it) or named by UNILLM_LLAMA_SERVER."""
+    from .servers.llama_server import LlamaServers, binary
+
+    servers = LlamaServers()
+
+    def start(model_dir: str) -> tuple[str, dict]:
+        require(binary() is not None, "llama.cpp's llama-server is not built here (build it: "
+                "bash scripts/build-llama-server.sh, or set UNILLM_LLAMA_SERVER)", "llama-server")
+        require(importlib.util.find_spec("unillm_llamacpp") is not None, "the GGUF converter "
+                "is missing (pip install -e plugins/unillm-llamacpp)", "llama-server")
+        url = servers.base_url(model_dir)
+        return "test-model", {"base_url": url + "/v1", "server": "llama.cpp", "timeout": 120.0,
+                              "vocab_size": _vocab_size(model_dir)}
 
     yield start
     servers.close()

@@ -90,6 +90,9 @@ CONFIGURED: list[Target] = [
     # docs/engines/http.md), which a text engine cannot undo.
     Target("openai-llama-cpp-python", "openai", server="llama_cpp_server",
            presets=("llama-tiny", "gpt2-tiny")),
+    # llama.cpp's own server (llama-server, built by scripts/build-llama-server.sh from the
+    # same llama.cpp sources), on the same f32 GGUFs with an f32 KV cache.
+    Target("openai-llama-server", "openai", server="llama_server"),
     # vLLM's own server (opt-in: UNILLM_VLLM_PYTHON names an environment with vLLM).
     Target("openai-vllm", "openai", server="vllm_server"),
 ]

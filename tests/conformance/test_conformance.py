@@ -203,6 +203,8 @@ def test_eos_ends_generation_and_ignore_eos_overrides_it(target, gen, model_path
 
 
 def test_min_tokens_defers_every_stop_condition(target, gen, model_path):
+    if not _supports(gen, "min_tokens"):
+        pytest.skip("min_tokens not supported (test_unsupported_parameters_raise covers it)")
     prompt, k = _eos_prompt(model_path, target, gen)
     out = gen.generate(prompt, SP(max_tokens=64, temperature=0.0, min_tokens=k + 5))
     assert out.timing.output_tokens >= k + 5
@@ -572,7 +574,16 @@ def test_stream_many_of_one_batch_equals_generate(request, target, preset, kind)
     assert sorted(completions) == list(range(len(prompts)))
     for index, want in enumerate(expected):
         got = completions[index]
-        assert texts.get((index, 0), "") == want.text == got.text, f"prompt {prompts[index]!r}"
+        streamed = texts.get((index, 0), "")
+        if not uses_ids(gen) and not gen.engine.protocol.profile.stream_keeps_partial_char:
+            # llama-server streams invalid bytes as U+FFFD but drops a partial character at
+            # the end; its whole responses show both as U+FFFD. unillm drops the trailing ones
+            # from whole responses (the common case, a cut inside a character, then agrees);
+            # an invalid byte at the very end cannot be told apart from text alone.
+            streamed, wanted, final = (server_text(t) for t in (streamed, want.text, got.text))
+            assert streamed == wanted == final, f"prompt {prompts[index]!r}"
+        else:
+            assert streamed == want.text == got.text, f"prompt {prompts[index]!r}"
         assert got.finish_reason == want.finish_reason
         if uses_ids(gen):
             assert got.token_ids == want.token_ids

@@ -39,6 +39,10 @@ class Profile:
       ``continuous_usage_stats`` (so a chunk of several tokens is timed as several).
     - `counts_eos`: its ``completion_tokens`` include the end-of-sequence token (unillm's
       count does, so one is added where the server leaves it out).
+    - `stream_keeps_partial_char`: a completion cut inside a UTF-8 character ends with U+FFFD
+      in streams as in whole responses. Where the server's streams drop that partial
+      character instead, unillm drops it from whole responses too, so `generate` and `stream`
+      return the same text.
     - `extra`: the request fields beyond OpenAI's, computed from the SamplingParams (every
       sampler the server has is set, so its own defaults never apply).
     """
@@ -50,6 +54,7 @@ class Profile:
     stream_usage: bool = True
     chunk_usage: bool = False
     counts_eos: bool = True
+    stream_keeps_partial_char: bool = True
     extra: Callable[[SamplingParams], dict[str, Any]] = field(default=lambda p: {})
     tested_with: str = ""  # the server version unillm's tests run it against; "" = not run
     notes: str = ""
@@ -152,9 +157,15 @@ PROFILES: dict[str, Profile] = {
             "llama.cpp", "llama.cpp's own server (`llama-server`)",
             params=frozenset({"max_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
                               "ignore_eos"}),
-            extra=_llama_cpp_server_extra,
+            extra=_llama_cpp_server_extra, stream_keeps_partial_char=False,
+            tested_with="llama-server built from llama-cpp-python 0.3.36's llama.cpp "
+            "(scripts/build-llama-server.sh)",
             notes="Its other samplers (repeat/DRY/XTC penalties, mirostat, typical-p) are sent "
-            "switched off.",
+            "switched off. It has no min_tokens; presence/frequency penalties and stop token "
+            "ids are refused. Start it with `--flash-attn off` for output identical to other "
+            "engines on CPU (its default, auto, turns flash attention on, which rounds "
+            "differently). Its streams drop a partial UTF-8 character at the end of a "
+            "completion cut by max_tokens; unillm drops it from whole responses too.",
         ),
         Profile(
             "mlc", "MLC LLM (`mlc_llm serve`)",

@@ -148,6 +148,8 @@ class OpenAIProtocol:
             text = (choice.get("message") or {}).get("content") or ""
         else:
             text = choice.get("text") or ""
+        if not self.profile.stream_keeps_partial_char:
+            text = text.rstrip("\ufffd")
         finish = _finish(self.engine, choice.get("finish_reason"))
         reason = self.stop_reason(choice)
         return [EngineSequence([], finish, reason, text=text,
