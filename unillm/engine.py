@@ -275,3 +275,14 @@ class Engine(abc.ABC):
 
     def close(self) -> None:
         """Free the engine's resources (GPU memory, worker processes, connections)."""
+
+
+def stream_as_batch_of_one(engine: Engine, request: EngineRequest) -> Iterator[TokenEvent]:
+    """`Engine.stream` for an engine whose native streaming is `stream_batch`: one code path
+    for both, so a single stream behaves exactly like a row of a batch."""
+    events = engine.stream_batch([request])
+    try:
+        for _, event in events:
+            yield event
+    finally:
+        events.close()

@@ -30,6 +30,7 @@ from ..engine import (
     EngineSequence,
     Knob,
     TokenEvent,
+    stream_as_batch_of_one,
 )
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
@@ -431,12 +432,7 @@ class TransformersEngine(Engine):
 
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
-        events = self.stream_batch([request])
-        try:
-            for _, event in events:
-                yield event
-        finally:
-            events.close()
+        return stream_as_batch_of_one(self, request)
 
     def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
         """One left-padded `generate` call per `max_batch_size` prompts, its tokens handed

@@ -1,51 +1,37 @@
-"""Server-sent events, as OpenAI-compatible servers stream them.
+"""Server-sent events, as OpenAI-compatible servers stream them, for the serve bench's client.
 
-Only what a streaming completion needs: events are separated by a blank line; each ``data:``
-line adds a line to the event's data; ``event:``, ``id:``, ``retry:`` and ``:`` comment lines
-are ignored. The caller stops at the ``[DONE]`` sentinel.
+The parsing itself is the HTTP engines' (`unillm.backends._http.SSEParser`); these wrap it for
+line iterators, sync and async. The caller stops at the ``[DONE]`` sentinel.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
 
+from ..backends._http import SSEParser
+
 DONE = "[DONE]"
-
-
-def _field(line: str) -> tuple[str, str]:
-    name, _, value = line.partition(":")
-    return name, value[1:] if value.startswith(" ") else value
 
 
 def parse_events(lines: Iterable[str]) -> Iterator[str]:
     """The data of each complete event in `lines` (synchronous form, for tests and files)."""
-    data: list[str] = []
+    parser = SSEParser()
     for raw in lines:
-        line = raw.rstrip("\r\n")
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        name, value = _field(line)
-        if name == "data":
-            data.append(value)
-    if data:
-        yield "\n".join(data)
+        data = parser.feed(raw.rstrip("\r\n"))
+        if data is not None:
+            yield data
+    data = parser.flush()
+    if data is not None:
+        yield data
 
 
 async def aparse_events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
     """The data of each event as lines arrive (httpx's ``response.aiter_lines()``)."""
-    data: list[str] = []
+    parser = SSEParser()
     async for raw in lines:
-        line = raw.rstrip("\r\n")
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        name, value = _field(line)
-        if name == "data":
-            data.append(value)
-    if data:
-        yield "\n".join(data)
+        data = parser.feed(raw.rstrip("\r\n"))
+        if data is not None:
+            yield data
+    data = parser.flush()
+    if data is not None:
+        yield data

@@ -51,6 +51,7 @@ from ...engine import (
     EngineSequence,
     Knob,
     TokenEvent,
+    stream_as_batch_of_one,
 )
 from ...errors import EngineError, InvalidParameterError
 from ...params import SamplingParams
@@ -388,12 +389,7 @@ class CTranslate2Engine(Engine):
         return [results[id(r)] for r in requests]  # type: ignore[misc]
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
-        events = self.stream_batch([request])
-        try:
-            for _, event in events:
-                yield event
-        finally:
-            events.close()
+        return stream_as_batch_of_one(self, request)
 
     def stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
         """The batch's `generate_batch` calls (as `generate` splits them) run in a worker
