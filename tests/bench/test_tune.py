@@ -41,13 +41,17 @@ def test_tune_command_tiny_budget_and_load_the_best_back(tmp_path):
     assert best["attn_implementation"] in ("eager", "sdpa") and 1 <= best["threads"] <= os.cpu_count()
     for suffix in (".csv", "-trials.png", "-confirm.png"):
         assert (tmp_path / f"t{suffix}").stat().st_size > 0
+    # the search's best is recommended only when the confirmation says it beats the defaults
+    assert result["recommended"] == ("tuned" if conf["improvement"] > 0 else "defaults")
+    chosen = result["load"]["options"]
+    assert chosen == (best if result["recommended"] == "tuned" else {})
 
-    with load_tuned(str(tmp_path / "t.json")) as gen:       # the best settings, straight back
-        assert {k: gen.info["options"][k] for k in best} == best
+    with load_tuned(str(tmp_path / "t.json")) as gen:       # the recommended settings, straight back
+        assert {k: gen.info["options"][k] for k in chosen} == chosen
         assert gen.generate("Hi", unillm.SamplingParams(max_tokens=3, temperature=0,
                                                         ignore_eos=True)).timing.output_tokens == 3
-    with unillm.load("transformers", gen.model, **result["load"]["options"]) as again:
-        assert again.engine.options.threads == best["threads"]
+    with unillm.load("transformers", gen.model, **chosen) as again:
+        assert {k: again.info["options"][k] for k in chosen} == chosen
 
 
 class _KnobOptions(TransformersOptions):

@@ -337,7 +337,16 @@ def run_tune(
         result["confirmation"] = _confirm(name, model, fixed, call_defaults, result["best"],
                                           workload, confirm, direction, isolate, reporter, seed)
     result["ok"] = result["confirmation"] is not None and result["confirmation"].get("error") is None
-    result["load"] = {"engine": name, "options": result["best"]["options"]}
+    # The search's best won a noisy race; it is recommended only where the interleaved
+    # confirmation (else, without one, the search itself) says it beats the defaults.
+    conf = result["confirmation"] or {}
+    if conf.get("improvement") is not None:
+        tuned_wins = conf["improvement"] > 0
+    else:
+        tuned_wins = default["value"] is None or better(top["value"], default["value"])
+    result["recommended"] = "tuned" if tuned_wins else "defaults"
+    chosen = result["best"] if tuned_wins else {"options": fixed, "call": call_defaults}
+    result["load"] = {"engine": name, "options": chosen["options"], "call": chosen["call"]}
     return result
 
 

@@ -81,11 +81,15 @@ def tune(
         )
     elif conf.get("error"):
         report.err.print(f"[red]confirmation failed: {conf['error']}[/]")
-    if best:
-        opts = ", ".join(f"{k}={v!r}" for k, v in best["options"].items())
-        report.out.print(f"use it: unillm.load({p['engine']!r}, MODEL{', ' + opts if opts else ''})")
-        if best["call"]:
-            report.out.print("        and pass " + ", ".join(f"{k}={v}" for k, v in best["call"].items()) + " prompts per generate() call")
+    load = result.get("load")
+    if best and load:
+        if result.get("recommended") == "defaults":
+            report.out.print("[yellow]no setting found beats the engine's defaults on this machine: "
+                             "keep them[/]")
+        opts = ", ".join(f"{k}={v!r}" for k, v in load["options"].items())
+        report.out.print(f"use: unillm.load({p['engine']!r}, MODEL{', ' + opts if opts else ''})")
+        if load.get("call"):
+            report.out.print("     and pass " + ", ".join(f"{k}={v}" for k, v in load["call"].items()) + " prompts per generate() call")
     report.files_written(write_outputs(result, out, name, plots=plots))
     if not result["ok"]:
         raise typer.Exit(1)
