@@ -7,7 +7,8 @@ and write the JSON, CSV and PNG files into ./bench-out.
 from unillm.bench import run_latency, write_outputs
 from unillm.bench.spec import installed_local_engines
 
-result = run_latency(installed_local_engines(), "test:llama-tiny", max_tokens=32, prompts=4,
+# llama-quant: the smallest test model that every engine runs, the quantizers included
+result = run_latency(installed_local_engines(), "test:llama-quant", max_tokens=32, prompts=4,
                      warmup=1, repeats=1)
 for run in result["runs"]:
     point = run["points"][0] if run["points"] else None

@@ -27,10 +27,15 @@ echo "llama-server: building llama.cpp from llama-cpp-python $VERSION's sdist (o
 "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$work" >&2
 tar xzf "$work"/llama_cpp_python-"$VERSION".tar.gz -C "$work"
 src=$work/llama_cpp_python-$VERSION/vendor/llama.cpp
-cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
-  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-  -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_OPENSSL=OFF >&2
-cmake --build "$work/build" --target llama-server -j "$(nproc)" >&2
+log=$work/build.log
+if ! { cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
+         -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+         -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_OPENSSL=OFF &&
+       cmake --build "$work/build" --target llama-server -j "$(nproc)"; } >"$log" 2>&1; then
+  echo "llama-server: the build failed; the end of its log:" >&2
+  tail -n 60 "$log" >&2
+  exit 1
+fi
 mkdir -p "$OUT"
 cp "$work/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
 echo "llama-server: built in $((SECONDS - start)) s: $("$BIN" --version 2>&1 | head -1)" >&2

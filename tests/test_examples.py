@@ -21,6 +21,8 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "quantized.py": ([r"nf4: [\d,]+ bytes \([\d.]+x smaller than float32\), \d+ layers quantized",
                       r"saved and reloaded: same greedy tokens"], []),
     "serve_openai_client.py": ([r"completion: '.*' CompletionUsage\(completion_tokens=\d+", r"chat stream: "], []),
+    "bench_engines.py": ([r"transformers\s+ok\s+median\s+[\d.]+ tok/s", r"ctranslate2\s+ok\s",
+                          r"plot_tokens_per_s \S*latency-tokens_per_s\.png"], []),
     "timing_stats.py": ([r"tpot\s+p50=\s*[\d.]+ms", r"wrote .*stats\.json: 15 requests"], ["{tmp}/stats.json"]),
 }
 

@@ -13,7 +13,6 @@ import pytest
 import unillm
 from unillm.backends.transformers import TransformersEngine
 from unillm.bench import EngineSpec, run_latency
-from unillm.bench.spec import installed_local_engines
 
 from ..conftest import require_engine
 
@@ -28,7 +27,11 @@ def _cli(*args: str, cwd=None, timeout: int = 900) -> subprocess.CompletedProces
 
 def test_bench_latency_every_engine_exact_tokens_json_csv_png(tmp_path):
     require_engine("transformers")
-    engines = [s.engine for s in installed_local_engines()]
+    # what a fresh process sees (this one may hold engines that tests registered at run time)
+    engines = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json; from unillm.bench.spec import installed_local_engines;"
+         " print(json.dumps([s.engine for s in installed_local_engines()]))"],
+        capture_output=True, text=True, check=True).stdout)
     # llama-quant: the smallest preset every engine runs, quantizers included (GPTQ's and
     # bitsandbytes' kernels refuse llama-tiny's 64-wide layers).
     out = _cli("bench", "latency", "--model", "test:llama-quant", "--max-tokens", "12",
