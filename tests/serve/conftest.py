@@ -24,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from unillm.serve import ServeConfig, create_app  # noqa: E402
 
+from ..servers import free_port  # noqa: E402
+
 MODEL = "tiny"
 
 
@@ -122,12 +124,6 @@ async def stream_completion(client, url: str, body: dict) -> dict:
                 if choice.get("finish_reason"):
                     out["finish"][i] = choice["finish_reason"]
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
