@@ -45,3 +45,23 @@ def test_build_model_prints_a_directory():
     assert out.returncode == 0, out.stderr
     path = out.stdout.strip().splitlines()[-1]
     assert os.path.exists(os.path.join(path, "config.json"))
+
+
+def test_demo_runs_every_installed_local_engine_and_exact_ones_match():
+    """The README's first command ends in `unillm demo`: every installed engine that runs a
+    local model gets a row with figures (no error row), and the engines run in float32 produce
+    transformers' greedy tokens."""
+    names = run("engines").stdout
+    out = run("demo", timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^│ ([a-z0-9_-]+)\s+│(.*)$", out.stdout, re.M)}
+    local = subprocess.run(
+        [sys.executable, "-c", "from unillm.bench.spec import installed_local_engines;"
+         " print(' '.join(s.engine for s in installed_local_engines()))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert set(local) <= set(rows), f"no row for {set(local) - set(rows)}"
+    assert rows.get("transformers") and re.search(r"│\s+-\s+│$", rows["transformers"].rstrip())
+    for engine in ("ctranslate2", "llamacpp", "vllm"):
+        if re.search(rf"^│ {engine}\s+│ installed", names, re.M):
+            assert re.search(r"│\s+yes\s+│$", rows[engine].rstrip()), (engine, rows[engine])
+    assert "Error" not in out.stdout

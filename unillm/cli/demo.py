@@ -17,12 +17,15 @@ DEMO_PROMPTS = [
     "Le café est très chaud, 東京",
 ]
 
-# Options that make an engine run the float32 checkpoint as-is, so greedy tokens can match.
-EXACT_OPTIONS = {
+# Options that make an engine run the float32 checkpoint as-is, so greedy tokens can match;
+# and, for GPTQ, a group size that divides the tiny demo model's 64-wide layers (its default,
+# 128, does not).
+DEMO_OPTIONS = {
     "transformers": {"dtype": "float32"},
     "ctranslate2": {"compute_type": "float32"},
     "vllm": {"dtype": "float32"},
     "llamacpp": {"quantization": "f32"},
+    "gptq": {"quantization": {"method": "gptq", "group_size": 32}},
 }
 
 
@@ -50,7 +53,7 @@ def run_demo(preset: str, max_tokens: int) -> int:
         try:
             t0 = time.perf_counter()
             with console.status(f"{info.name}: loading"):
-                gen = unillm.load(info.name, model, **EXACT_OPTIONS.get(info.name, {}))
+                gen = unillm.load(info.name, model, **DEMO_OPTIONS.get(info.name, {}))
             load_s = time.perf_counter() - t0
             with gen, console.status(f"{info.name}: generating"):
                 batch = gen.generate(DEMO_PROMPTS, params)
