@@ -13,9 +13,9 @@ from .engine import (
     Engine,
     EngineOptions,
     EngineRequest,
+    EngineResult,
     EngineSequence,
     Knob,
-    PartialBatchFailure,
     TokenEvent,
 )
 from .errors import (
@@ -26,6 +26,8 @@ from .errors import (
     EngineUnavailableError,
     GeneratorClosedError,
     InvalidParameterError,
+    InvalidPromptError,
+    PartialBatchFailure,
     SaveNotSupportedError,
     UnillmError,
     UnknownParameterError,
@@ -34,7 +36,6 @@ from .errors import (
 from .generator import (
     AsyncStream,
     Generator,
-    InvalidPromptError,
     MultiStream,
     Prepared,
     Stream,
@@ -63,6 +64,7 @@ __all__ = [
     "EngineNotFoundError",
     "EngineOptions",
     "EngineRequest",
+    "EngineResult",
     "EngineSequence",
     "EngineUnavailableError",
     "Generator",

@@ -3,8 +3,13 @@
 An engine only runs the model. It receives `EngineRequest`s whose `params` hold exactly what it
 declared it does natively (`Capabilities.params`); unillm's core does the rest (stop strings,
 stop token ids, n, detokenizing, timing) once for every engine, or refuses with
-`UnsupportedParameterError`. An engine reports, in `request.received`, the arguments it really
-passed to its library, so every `Completion` can show them.
+`UnsupportedParameterError`.
+
+An engine returns what it did, as vLLM's `RequestOutput` does: `generate` returns one
+`EngineResult` per request (its samples, the arguments really passed to the engine's library,
+the prompt's token count where the engine counts it, engine-side timings), and a stream hands the
+same record over on an event's `result`. The `EngineRequest` it is given is input only, plus
+`abort()` and the stop hook; nothing is reported by writing on it.
 """
 
 from __future__ import annotations
@@ -18,11 +23,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 
 from pydantic import BaseModel, ConfigDict
 
+from .errors import PartialBatchFailure
 from .params import SamplingParams
 from .results import TokenLogprob
 
 if TYPE_CHECKING:
     from .decoding import SampleTracker
+
+__all__ = [  # the plugin contract; PartialBatchFailure lives with the other errors
+    "ALL_FIELDS", "EMULATED_BY_CORE", "Capabilities", "Engine", "EngineOptions", "EngineRequest",
+    "EngineResult", "EngineSequence", "Knob", "PartialBatchFailure", "TokenEvent", "Tokenizer",
+    "stream_as_batch_of_one",
+]
 
 ALL_FIELDS: frozenset[str] = frozenset(SamplingParams.model_fields)
 
@@ -99,16 +111,14 @@ class Knob:
 
 @dataclass(eq=False)
 class EngineRequest:
-    """One prompt for the engine: what to do, and where to report what it did."""
+    """One prompt for the engine: what to do. Input only: the engine reports what it did in
+    the `EngineResult` it returns (or streams) for this request."""
 
     params: SamplingParams
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
     messages: list[dict[str, Any]] | None = None
     trackers: list[SampleTracker] | None = field(default=None, repr=False)
-    received: dict[str, Any] = field(default_factory=dict)
-    prompt_tokens: int | None = None  # set by text engines from the server's usage figures
-    metrics: dict[str, Any] = field(default_factory=dict)  # engine's own timing, if any
     _aborted: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def abort(self) -> None:
@@ -148,6 +158,26 @@ class EngineSequence:
 
 
 @dataclass
+class EngineResult:
+    """What the engine did for one request: the engine's half of a `Completion`.
+
+    - `samples`: the finished sequences (n of them when `n` is native, else one). Empty on a
+      stream's result, whose tokens came in the events.
+    - `received`: the arguments the engine really passed to its library or server for this
+      request, after translation (CTranslate2's ``sampling_topk``, a server's request body).
+    - `prompt_tokens`: the prompt's length in tokens as the engine counted it; needed from text
+      engines (a server's ``usage``), ignored for token-id engines, whose prompt ids unillm has.
+    - `ttft`: the engine's own time to first token in seconds from the call's start, when it
+      measures one in a batch call (vLLM's request metrics); streams are timed by unillm.
+    """
+
+    samples: list[EngineSequence] = field(default_factory=list)
+    received: Mapping[str, Any] = field(default_factory=dict)
+    prompt_tokens: int | None = None
+    ttft: float | None = None
+
+
+@dataclass
 class TokenEvent:
     """One step of `Engine.stream`: new token ids (or text, for text engines) of sample `index`.
 
@@ -155,6 +185,10 @@ class TokenEvent:
     server's `output_tokens` count when it sends one). A text engine whose server says how
     many tokens a piece of text came from sets `tokens` (a server may send several tokens in
     one chunk); otherwise each event with text counts as one token for timing.
+
+    `result` reports what the engine did for the event's request (see `EngineResult`; its
+    `samples` stay empty). An engine sends it once per request, at the latest with the request's
+    last event: on its own event without tokens (``TokenEvent(result=...)``) or on a token's.
     """
 
     index: int = 0
@@ -165,6 +199,7 @@ class TokenEvent:
     logprobs: list[TokenLogprob] | None = None
     output_tokens: int | None = None
     tokens: int | None = None
+    result: EngineResult | None = None
 
     @property
     def token_count(self) -> int:
@@ -175,24 +210,6 @@ class TokenEvent:
         if self.tokens is not None:
             return self.tokens
         return 1 if self.text else 0
-
-
-class PartialBatchFailure(Exception):
-    """Raised by `Engine.generate` / `agenerate` when only some requests of a batch failed.
-
-    An engine that runs a batch in several independent pieces (unillm's Ray replicas, an HTTP
-    engine sending one request per prompt) raises this instead of a plain exception, so the
-    requests that did complete are not thrown away: `results[i]` holds request i's samples, or
-    None where it failed, and `errors[i]` the reason. The caller gets a `unillm.BatchError`
-    carrying the completed prompts' `Completion`s and each failed prompt's error.
-    """
-
-    def __init__(self, results: Sequence[list[EngineSequence] | None],
-                 errors: Mapping[int, BaseException]):
-        self.results = list(results)
-        self.errors = dict(errors)
-        first = next(iter(self.errors.values()), None)
-        super().__init__(f"{len(self.errors)} of {len(self.results)} requests failed: {first}")
 
 
 class EngineOptions(BaseModel):
@@ -221,8 +238,10 @@ class Engine(abc.ABC):
         self._lock = threading.Lock()
 
     @abc.abstractmethod
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
-        """Run a batch; for each request, its samples (n of them if `n` is native)."""
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
+        """Run a batch; for each request, in order, its `EngineResult` (n samples if `n` is
+        native). A sample ending on a terminating token (eos, a stop token id) includes that
+        token in its `token_ids`: unillm's decoding drops it from the text and names it."""
 
     @abc.abstractmethod
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
@@ -251,7 +270,7 @@ class Engine(abc.ABC):
                 if close is not None:
                     close()
 
-    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Async batch; engines with an async API override this, others run in a thread."""
         return await asyncio.to_thread(self.generate, requests)
 

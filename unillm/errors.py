@@ -7,7 +7,11 @@ can map each one to the right HTTP status and a user can tell "my input is wrong
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class UnillmError(Exception):
@@ -84,6 +88,14 @@ class ContextLengthError(UnillmError, ValueError):
         super().__init__(msg)
 
 
+class InvalidPromptError(UnillmError, ValueError):
+    """The prompt is empty, of a type unillm does not accept, or a prepared prompt run twice."""
+
+
+class QuantizationMismatchError(UnillmError, ValueError):
+    """The checkpoint is already quantized, and not the way the caller asked."""
+
+
 class EngineNotFoundError(UnillmError, LookupError):
     """No engine of that name is registered; the message lists those that are."""
 
@@ -108,6 +120,20 @@ class EngineError(UnillmError, RuntimeError):
     def __init__(self, engine: str, message: str):
         self.engine = engine
         super().__init__(f"engine {engine!r} failed: {message}")
+
+
+class ServerError(EngineError):
+    """An HTTP engine's server answered with an error status (after any retries)."""
+
+    def __init__(self, engine: str, status: int, url: str, detail: str):
+        self.status = status
+        self.url = url
+        self.detail = detail
+        super().__init__(engine, f"HTTP {status} from {url}: {detail}")
+
+
+class NoReplicaError(UnillmError, RuntimeError):
+    """No Ray replica can take work (all failed and none came back in time)."""
 
 
 class BatchError(EngineError):
@@ -143,3 +169,64 @@ class SaveNotSupportedError(UnillmError, NotImplementedError):
         self.engine = engine
         self.reason = reason
         super().__init__(f"engine {engine!r} cannot save this model: {reason}")
+
+
+class PartialBatchFailure(Exception):
+    """Raised by `Engine.generate` / `agenerate` when only some requests of a batch failed.
+
+    Part of the engine contract, not an error a caller sees. An engine that runs a batch in
+    several independent pieces (unillm's Ray replicas, an HTTP engine sending one request per
+    prompt) raises this instead of a plain exception, so the requests that did complete are not
+    thrown away: `results[i]` holds request i's `EngineResult`, or None where it failed, and
+    `errors[i]` the reason. The caller gets a `BatchError` carrying the completed prompts'
+    `Completion`s and each failed prompt's error.
+    """
+
+    def __init__(self, results: Sequence[Any], errors: Mapping[int, BaseException]):
+        self.results = list(results)
+        self.errors = dict(errors)
+        first = next(iter(self.errors.values()), None)
+        super().__init__(f"{len(self.errors)} of {len(self.results)} requests failed: {first}")
+
+
+def as_engine_error(engine: str, exc: BaseException) -> UnillmError:
+    """`exc` itself if it is unillm's own error, else an `EngineError` of `engine` chaining
+    it: the one rule for what a failure inside an engine becomes for the caller."""
+    if isinstance(exc, UnillmError):
+        return exc
+    wrapped = EngineError(engine, f"{type(exc).__name__}: {exc}")
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+def from_validation_error(
+    exc: ValidationError, fields: Iterable[str], *, owner: str,
+    allowed: Callable[[str, Mapping[str, Any]], str] | None = None,
+) -> UnillmError:
+    """One typed unillm error for pydantic's error list, naming the first bad field: the error
+    a validator raised itself, `UnknownParameterError` for an unknown name (with a "did you
+    mean"), else `InvalidParameterError` with what is allowed (`allowed(field, error)`, by
+    default pydantic's message and the field's description, `fields` being the schema's
+    ``model_fields``) and the other bad fields. Every schema (SamplingParams, engine
+    options, quantization knobs) translates through here."""
+    errors = exc.errors()
+    first = errors[0]
+    own = (first.get("ctx") or {}).get("error")
+    if isinstance(own, UnillmError):  # a validator of the schema already named the problem
+        return own
+    field = str(first["loc"][0]) if first["loc"] else ""
+    if first["type"] == "extra_forbidden":
+        return UnknownParameterError(field, fields, owner=owner)
+    if allowed is not None:
+        text = allowed(field, first)
+    else:  # pydantic's message, and the field's description when the schema has one
+        text = str(first.get("msg", ""))
+        description = getattr(fields.get(field), "description", None) \
+            if isinstance(fields, Mapping) else None
+        if description:
+            text = f"{text} ({description})"
+    err = InvalidParameterError(field, first.get("input"), text, owner=owner)
+    others = sorted({str(e["loc"][0]) for e in errors[1:] if e["loc"]} - {field})
+    if others:
+        err.args = (f"{err.args[0]} (also invalid: {', '.join(others)})",)
+    return err

@@ -4,70 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from .engine import Engine
-from .errors import EngineError, InvalidParameterError, UnillmError, UnknownParameterError
+from .building import build_engine
+from .errors import InvalidParameterError
 from .generator import Generator
-from .registry import EngineInfo, registry
-
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-def parse_options(engine: str, schema: type[_Model], options: Mapping[str, Any], *,
-                  owner: str | None = None) -> _Model:
-    """Validate engine options (or another options schema, named by `owner`); an unknown or
-    bad option names itself and what is allowed."""
-    owner = owner or f"{engine} engine option"
-    try:
-        return schema(**options)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        own = (first.get("ctx") or {}).get("error")
-        if isinstance(own, UnillmError):  # an option's own validator already named the problem
-            raise own from None
-        field = str(first["loc"][0]) if first["loc"] else ""
-        if first["type"] == "extra_forbidden":
-            raise UnknownParameterError(field, schema.model_fields, owner=owner) from None
-        info = schema.model_fields.get(field)
-        allowed = first.get("msg", "")
-        if info is not None and info.description:
-            allowed = f"{allowed} ({info.description})"
-        raise InvalidParameterError(field, first.get("input"), allowed, owner=owner) from None
-
-
-def build_engine(
-    engine: str, model: str | os.PathLike[str] | None, **options: Any
-) -> tuple[Engine, EngineInfo]:
-    """The engine instance itself, without a `Generator` around it.
-
-    The one place an engine is constructed: `load` uses it in this process, and each Ray
-    replica (unillm.distributed) uses it inside its own process, so both validate and load the
-    same way. `model` None is for server engines (HTTP): the server's own model is used.
-    """
-    info = registry().get(engine)
-    engine_cls: type[Engine] = info.engine_class  # type: ignore[assignment]
-    if model is None:
-        if engine_cls.local:
-            raise InvalidParameterError(
-                "model", None, f"a model path or id: engine {info.name!r} runs a local model",
-                owner="unillm.load",
-            )
-        model = ""  # a server engine asks its server which model it serves
-    merged = {**info.defaults, **options}
-    parsed = parse_options(info.name, engine_cls.Options, merged)
-    try:
-        instance = engine_cls(os.fspath(model), parsed)
-    except UnillmError:
-        raise
-    except Exception as exc:
-        raise EngineError(info.name, f"could not load {os.fspath(model)!r}: "
-                          f"{type(exc).__name__}: {exc}") from exc
-    instance.name = info.name
-    return instance, info
-
 
 def load(
     engine: str,

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import annotated_types
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import InvalidParameterError, UnknownParameterError
+from .errors import InvalidParameterError, from_validation_error
 
 SEED_MAX = 2**32 - 1  # the largest seed every engine accepts (llama.cpp's is 32-bit)
 
@@ -117,7 +117,7 @@ class SamplingParams(BaseModel):
     @model_validator(mode="after")
     def _min_tokens_within_max(self) -> SamplingParams:
         if self.min_tokens > self.max_tokens:
-            raise ValueError("min_tokens_gt_max_tokens")
+            raise InvalidParameterError("min_tokens", self.min_tokens, allowed_values("min_tokens"))
         return self
 
     @property
@@ -176,22 +176,9 @@ def allowed_values(name: str) -> str:
 
 
 def _translate(exc: ValidationError) -> Exception:
-    """Turn pydantic's error list into one typed unillm error naming the first bad field."""
-    errors = exc.errors()
-    first = errors[0]
-    field = str(first["loc"][0]) if first["loc"] else ""
-    if first["type"] == "extra_forbidden":
-        return UnknownParameterError(field, SamplingParams.model_fields)
-    if not field and "min_tokens_gt_max_tokens" in str(first.get("msg", "")):
-        value = first["input"].get("min_tokens") if isinstance(first["input"], dict) else None
-        return InvalidParameterError("min_tokens", value, allowed_values("min_tokens"))
-    value = first.get("input")
-    err = InvalidParameterError(field, value, allowed_values(field))
-    if len(errors) > 1:
-        others = sorted({str(e["loc"][0]) for e in errors[1:] if e["loc"]} - {field})
-        if others:
-            err.args = (f"{err.args[0]} (also invalid: {', '.join(others)})",)
-    return err
+    """Pydantic's error list -> one typed unillm error naming the first bad field."""
+    return from_validation_error(exc, SamplingParams.model_fields, owner="SamplingParams",
+                                 allowed=lambda field, _error: allowed_values(field))
 
 
 def parameter_table() -> list[dict[str, str]]:

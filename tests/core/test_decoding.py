@@ -14,12 +14,19 @@ from unillm.decoding import (
     find_stop,
     holdback,
 )
-from unillm.tokenizer import HFTokenizer
+from unillm.testing.fake import ByteTokenizer
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_llama):
-    return HFTokenizer.from_pretrained(tiny_llama)
+@pytest.fixture(scope="module", params=["bytes", "hf"])
+def tok(request):
+    """A byte-level tokenizer (every multi-byte character spans tokens) and a real one."""
+    if request.param == "bytes":
+        return ByteTokenizer()
+    pytest.importorskip("transformers", reason="the Hugging Face tokenizer needs transformers")
+    from unillm.testing import build_test_model
+    from unillm.tokenizer import HFTokenizer
+
+    return HFTokenizer.from_pretrained(str(build_test_model("llama-tiny")))
 
 
 def test_find_stop_prefers_the_match_that_completes_first():

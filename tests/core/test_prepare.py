@@ -8,20 +8,20 @@ import unillm
 from unillm import SamplingParams as SP
 
 
-def test_prepare_raises_input_errors_before_anything_runs(hf_generator):
+def test_prepare_raises_input_errors_before_anything_runs(fake_generator):
     with pytest.raises(unillm.ContextLengthError):
-        hf_generator.prepare("word " * 3000, SP(max_tokens=4))
+        fake_generator.prepare("word " * 3000, SP(max_tokens=4))
     with pytest.raises(unillm.InvalidPromptError):
-        hf_generator.prepare("x", SP(), messages=[{"role": "user", "content": "x"}])
+        fake_generator.prepare("x", SP(), messages=[{"role": "user", "content": "x"}])
 
 
-def test_a_prepared_prompt_gives_the_same_result_and_runs_once(hf_generator):
+def test_a_prepared_prompt_gives_the_same_result_and_runs_once(fake_generator):
     params = SP(max_tokens=6, temperature=0.0)
-    prepared = hf_generator.prepare("def f(x):", params)
-    assert hf_generator.generate(prepared).token_ids == \
-        hf_generator.generate("def f(x):", params).token_ids
+    prepared = fake_generator.prepare("def f(x):", params)
+    assert fake_generator.generate(prepared).token_ids == \
+        fake_generator.generate("def f(x):", params).token_ids
     with pytest.raises(unillm.InvalidPromptError, match="runs once"):
-        hf_generator.generate(prepared)
-    chat = hf_generator.prepare(messages=[{"role": "user", "content": "hi"}], params=params)
-    streamed = "".join(c.text for c in hf_generator.stream(chat))
-    assert streamed == hf_generator.chat([{"role": "user", "content": "hi"}], params).text
+        fake_generator.generate(prepared)
+    chat = fake_generator.prepare(messages=[{"role": "user", "content": "hi"}], params=params)
+    streamed = "".join(c.text for c in fake_generator.stream(chat))
+    assert streamed == fake_generator.chat([{"role": "user", "content": "hi"}], params).text

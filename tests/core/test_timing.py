@@ -50,11 +50,11 @@ def test_run_timing_throughputs():
     assert RunTiming(wall=1.0, requests=1, prompt_tokens=None, output_tokens=3).total_throughput is None
 
 
-def test_stats_aggregates_real_calls_and_exports_json(hf_generator, tmp_path):
+def test_stats_aggregates_real_calls_and_exports_json(fake_generator, tmp_path):
     params = unillm.SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
     stats = unillm.Stats()
-    stats.add(hf_generator.generate(["a", "bb", "ccc"], params))
-    stream = hf_generator.stream("dddd", params)
+    stats.add(fake_generator.generate(["a", "bb", "ccc"], params))
+    stream = fake_generator.stream("dddd", params)
     for _ in stream:
         pass
     stats.add(stream)

@@ -22,20 +22,13 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic import Field, SecretStr
 
-from ..engine import (
-    Engine,
-    EngineOptions,
-    EngineRequest,
-    EngineSequence,
-    Knob,
-    PartialBatchFailure,
-    TokenEvent,
-)
-from ..errors import EngineError
+from ..engine import Engine, EngineOptions, EngineRequest, EngineResult, EngineSequence, Knob, TokenEvent
+from ..errors import EngineError, PartialBatchFailure, ServerError
 from ..timing import now
 
 T = TypeVar("T")
@@ -73,16 +66,6 @@ class HTTPOptions(EngineOptions):
         16, ge=1, description="requests in flight at once (a list of prompts runs this many "
         "at a time)",
     )
-
-
-class ServerError(EngineError):
-    """The server answered with an error status (after any retries)."""
-
-    def __init__(self, engine: str, status: int, url: str, detail: str):
-        self.status = status
-        self.url = url
-        self.detail = detail
-        super().__init__(engine, f"HTTP {status} from {url}: {detail}")
 
 
 def _error_detail(body: bytes | str) -> str:
@@ -403,9 +386,12 @@ class StopCollector:
         self.parts: list[str] = []
         self.times: list[float] = []
         self.final: TokenEvent | None = None
+        self.reported = EngineResult()
 
     def take(self, event: TokenEvent) -> bool:
         """Record one TokenEvent; True when the stream can be closed."""
+        if event.result is not None:
+            self.reported = event.result
         self.times.extend([now()] * event.token_count)
         if event.text:
             self.parts.append(event.text)
@@ -416,17 +402,20 @@ class StopCollector:
             return True
         return False
 
-    def result(self) -> list[EngineSequence]:
+    def result(self) -> EngineResult:
         text = "".join(self.parts)
         final = self.final
         if final is None:  # unillm's stop fired: the tokens received so far
-            return [EngineSequence([], "length", text=text, token_times=self.times,
-                                   output_tokens=len(self.times))]
-        return [EngineSequence([], final.finish_reason or "length", final.stop_reason, text=text,
-                               token_times=self.times, output_tokens=final.output_tokens)]
+            seq = EngineSequence([], "length", text=text, token_times=self.times,
+                                 output_tokens=len(self.times))
+        else:
+            seq = EngineSequence([], final.finish_reason or "length", final.stop_reason,
+                                 text=text, token_times=self.times,
+                                 output_tokens=final.output_tokens)
+        return replace(self.reported, samples=[seq])
 
 
-def collect(request: EngineRequest, events: Iterator[TokenEvent]) -> list[EngineSequence]:
+def collect(request: EngineRequest, events: Iterator[TokenEvent]) -> EngineResult:
     collector = StopCollector(request)
     try:
         for event in events:
@@ -437,9 +426,7 @@ def collect(request: EngineRequest, events: Iterator[TokenEvent]) -> list[Engine
     return collector.result()
 
 
-async def acollect(
-    request: EngineRequest, events: AsyncIterator[TokenEvent]
-) -> list[EngineSequence]:
+async def acollect(request: EngineRequest, events: AsyncIterator[TokenEvent]) -> EngineResult:
     collector = StopCollector(request)
     try:
         async for event in events:
@@ -571,16 +558,16 @@ class HTTPEngine(Engine):
             self.client.close()
             raise
 
-    def _complete(self, request: EngineRequest) -> list[EngineSequence]:
+    def _complete(self, request: EngineRequest) -> EngineResult:
         raise NotImplementedError
 
-    async def _acomplete(self, request: EngineRequest) -> list[EngineSequence]:
+    async def _acomplete(self, request: EngineRequest) -> EngineResult:
         raise NotImplementedError
 
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         return run_bounded(self._generate_one, list(requests), self.options.max_concurrency)
 
-    def _generate_one(self, request: EngineRequest) -> list[EngineSequence]:
+    def _generate_one(self, request: EngineRequest) -> EngineResult:
         if request.trackers:  # unillm matches the stops: stream, and stop at the first one
             return collect(request, self.stream(request))
         return self._complete(request)
@@ -589,10 +576,10 @@ class HTTPEngine(Engine):
         """Independent requests: streamed concurrently, `max_concurrency` at a time."""
         return stream_concurrently(self.stream, list(requests), self.options.max_concurrency)
 
-    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         return await arun_bounded(self._agenerate_one, list(requests), self.options.max_concurrency)
 
-    async def _agenerate_one(self, request: EngineRequest) -> list[EngineSequence]:
+    async def _agenerate_one(self, request: EngineRequest) -> EngineResult:
         if request.trackers:
             return await acollect(request, self.astream(request))
         return await self._acomplete(request)

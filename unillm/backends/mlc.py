@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..engine import Engine, EngineOptions, EngineRequest, EngineSequence, TokenEvent
+from ..engine import Engine, EngineOptions, EngineRequest, EngineResult, TokenEvent
 from ..errors import EngineUnavailableError
 from ..hookspecs import hookimpl
 from ._http import collect
@@ -65,7 +65,6 @@ class MLCEngine(Engine):
 
     def __init__(self, model: str, options: MLCOptions):
         super().__init__(model, options)
-        self.name = "mlc"
         try:
             import mlc_llm
         except ImportError as exc:  # the registry's `requires` normally stops us earlier
@@ -81,28 +80,30 @@ class MLCEngine(Engine):
         self.mlc = mlc_llm.MLCEngine(model, device=options.device, **kwargs)
 
     def _create(self, request: EngineRequest, stream: bool):
-        path, body = self.protocol.body(self.model, request, stream)
+        """(MLC's response or chunk iterator, the record of what was sent)."""
+        path, body, received = self.protocol.body(self.model, request, stream)
         api = self.mlc.chat.completions if path == "chat/completions" else self.mlc.completions
-        return api.create(**body)
+        return api.create(**body), received
 
     @staticmethod
     def _as_dict(response: Any) -> dict[str, Any]:
         return response.model_dump() if hasattr(response, "model_dump") else dict(response)
 
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         out = []
         for request in requests:  # MLCEngine runs one request at a time
             if request.trackers:
                 out.append(collect(request, self.stream(request)))
             else:
-                response = self._as_dict(self._create(request, stream=False))
-                out.append(self.protocol.sequence(request, response))
+                response, received = self._create(request, stream=False)
+                out.append(self.protocol.result(self._as_dict(response), received))
         return out
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
-        reader = self.protocol.reader(request)
-        chunks = self._create(request, stream=True)
+        chunks, received = self._create(request, stream=True)
+        reader = self.protocol.reader(received)
         try:
+            yield reader.start()
             for chunk in chunks:
                 yield from reader.feed(self._as_dict(chunk))
         finally:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..engine import Capabilities, EngineRequest, EngineSequence, TokenEvent
+from ..engine import Capabilities, EngineRequest, EngineResult, EngineSequence, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
@@ -88,9 +88,10 @@ class OpenAIProtocol:
             stop_hook="stop" not in params, concurrent=concurrent,
         )
 
-    def body(self, model: str, request: EngineRequest, stream: bool) -> tuple[str, dict[str, Any]]:
-        """(the route, ``completions`` or ``chat/completions``; the request body). Records the
-        sampling fields sent in `request.received`."""
+    def body(self, model: str, request: EngineRequest,
+             stream: bool) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """(the route, ``completions`` or ``chat/completions``; the request body; the record
+        of what was sent, which the request's `EngineResult.received` reports)."""
         p = request.params
         if self.vocab_size is not None and p.top_k is not None and p.top_k >= self.vocab_size:
             p = p.replace(top_k=None)  # keeps every token: "off", the same draw as no top_k
@@ -121,8 +122,8 @@ class OpenAIProtocol:
             body["stream_options"] = {"include_usage": True}
             if self.profile.chunk_usage:
                 body["stream_options"]["continuous_usage_stats"] = True
-        request.received = {"endpoint": "/" + path, "server": self.profile.name, **sampling}
-        return path, body
+        received = {"endpoint": "/" + path, "server": self.profile.name, **sampling}
+        return path, body, received
 
     def stop_reason(self, choice: dict[str, Any]) -> Any:
         field = self.profile.stop_field
@@ -136,14 +137,13 @@ class OpenAIProtocol:
             return completion_tokens + 1
         return completion_tokens
 
-    def sequence(self, request: EngineRequest, response: dict[str, Any]) -> list[EngineSequence]:
+    def result(self, response: dict[str, Any], received: dict[str, Any]) -> EngineResult:
         """A whole (non-streamed) response."""
         choices = response.get("choices") or []
         if not choices:
             raise EngineError(self.engine, f"the server returned no choices: {str(response)[:200]}")
         choice = choices[0]
         usage = response.get("usage") or {}
-        request.prompt_tokens = usage.get("prompt_tokens")
         if "message" in choice:
             text = (choice.get("message") or {}).get("content") or ""
         else:
@@ -152,24 +152,27 @@ class OpenAIProtocol:
             text = text.rstrip("\ufffd")
         finish = _finish(self.engine, choice.get("finish_reason"))
         reason = self.stop_reason(choice)
-        return [EngineSequence([], finish, reason, text=text,
-                               output_tokens=self.count(usage.get("completion_tokens"),
-                                                        finish, reason))]
+        seq = EngineSequence([], finish, reason, text=text,
+                             output_tokens=self.count(usage.get("completion_tokens"), finish, reason))
+        return EngineResult([seq], received=received, prompt_tokens=usage.get("prompt_tokens"))
 
-    def reader(self, request: EngineRequest) -> StreamReader:
-        return StreamReader(self, request)
+    def reader(self, received: dict[str, Any]) -> StreamReader:
+        return StreamReader(self, received)
 
 
 class StreamReader:
     """Turns a stream of completion chunks into TokenEvents.
 
     The finishing event is held until the stream ends, because the token counts (`usage`)
-    arrive in a chunk of their own after the one that carries the finish reason.
+    arrive in a chunk of their own after the one that carries the finish reason. `start` is
+    the stream's first event (what was sent); the finishing one reports it again with the
+    prompt's token count.
     """
 
-    def __init__(self, protocol: OpenAIProtocol, request: EngineRequest):
+    def __init__(self, protocol: OpenAIProtocol, received: dict[str, Any]):
         self.protocol = protocol
-        self.request = request
+        self.received = received
+        self.prompt_tokens: int | None = None
         self.finish: str | None = None
         self.stop_reason: Any = None
         self.output_tokens: int | None = None
@@ -180,7 +183,7 @@ class StreamReader:
         usage = chunk.get("usage")
         tokens = None  # how many tokens this chunk's text came from, if the server says
         if usage:
-            self.request.prompt_tokens = usage.get("prompt_tokens")
+            self.prompt_tokens = usage.get("prompt_tokens")
             count = usage.get("completion_tokens")
             if count is not None and self.protocol.profile.chunk_usage:  # running counts
                 tokens = max(count - (self.output_tokens or 0), 0)
@@ -199,6 +202,9 @@ class StreamReader:
                 self.stop_reason = self.protocol.stop_reason(choice)
         return out
 
+    def start(self) -> TokenEvent:
+        return TokenEvent(result=EngineResult(received=self.received))
+
     def end(self) -> TokenEvent:
         if self.finish is None:
             raise EngineError(
@@ -213,7 +219,9 @@ class StreamReader:
             eos = self.finish == "stop" and self.stop_reason is None
             count = self.deltas + (1 if eos else 0)
         return TokenEvent(0, (), finish_reason=self.finish, stop_reason=self.stop_reason,
-                          output_tokens=count)
+                          output_tokens=count,
+                          result=EngineResult(received=self.received,
+                                              prompt_tokens=self.prompt_tokens))
 
 
 class OpenAIEngine(HTTPEngine):
@@ -223,7 +231,6 @@ class OpenAIEngine(HTTPEngine):
 
     def __init__(self, model: str, options: OpenAIOptions):
         super().__init__(model, options)
-        self.name = "openai"
         self.protocol = OpenAIProtocol("openai", PROFILES[options.server], options.extra_body,
                                        options.vocab_size)
         self.capabilities = self.protocol.capabilities(concurrent=True)
@@ -238,24 +245,26 @@ class OpenAIEngine(HTTPEngine):
                                              f"{self.client.url('models')}: pass the model name")
             self.model = self.server_models[0]
 
-    def _complete(self, request: EngineRequest) -> list[EngineSequence]:
-        path, body = self.protocol.body(self.model, request, stream=False)
-        return self.protocol.sequence(request, self.client.post_json(path, body))
+    def _complete(self, request: EngineRequest) -> EngineResult:
+        path, body, received = self.protocol.body(self.model, request, stream=False)
+        return self.protocol.result(self.client.post_json(path, body), received)
 
-    async def _acomplete(self, request: EngineRequest) -> list[EngineSequence]:
-        path, body = self.protocol.body(self.model, request, stream=False)
-        return self.protocol.sequence(request, await self.client.apost_json(path, body))
+    async def _acomplete(self, request: EngineRequest) -> EngineResult:
+        path, body, received = self.protocol.body(self.model, request, stream=False)
+        return self.protocol.result(await self.client.apost_json(path, body), received)
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
-        path, body = self.protocol.body(self.model, request, stream=True)
-        reader = self.protocol.reader(request)
+        path, body, received = self.protocol.body(self.model, request, stream=True)
+        reader = self.protocol.reader(received)
+        yield reader.start()
         for chunk in self.client.stream_events(path, body):
             yield from reader.feed(chunk)
         yield reader.end()
 
     async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
-        path, body = self.protocol.body(self.model, request, stream=True)
-        reader = self.protocol.reader(request)
+        path, body, received = self.protocol.body(self.model, request, stream=True)
+        reader = self.protocol.reader(received)
+        yield reader.start()
         async for chunk in self.client.astream_events(path, body):
             for event in reader.feed(chunk):
                 yield event

@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import (
     EngineUnavailableError,
     InvalidParameterError,
+    QuantizationMismatchError,
     SaveNotSupportedError,
-    UnillmError,
-    UnknownParameterError,
+    from_validation_error,
 )
 
 Method = Literal["nf4", "fp4", "int8", "gptq", "torchao-int8"]
@@ -135,18 +135,7 @@ class QuantizationConfig(BaseModel):
 
 def _translate(exc: ValidationError) -> Exception:
     """Pydantic's error list -> one typed unillm error naming the first bad knob."""
-    first = exc.errors()[0]
-    own = (first.get("ctx") or {}).get("error")
-    if isinstance(own, UnillmError):  # raised by _knobs_fit_the_method
-        return own
-    field = str(first["loc"][0]) if first["loc"] else ""
-    if first["type"] == "extra_forbidden":
-        return UnknownParameterError(field, QuantizationConfig.model_fields,
-                                     owner="QuantizationConfig")
-    info = QuantizationConfig.model_fields.get(field)
-    msg = str(first.get("msg", ""))
-    allowed = msg if info is None or not info.description else f"{msg} ({info.description})"
-    return InvalidParameterError(field, first.get("input"), allowed, owner="QuantizationConfig")
+    return from_validation_error(exc, QuantizationConfig.model_fields, owner="QuantizationConfig")
 
 
 def parse(value: Any) -> QuantizationConfig | None:
@@ -161,10 +150,6 @@ def parse(value: Any) -> QuantizationConfig | None:
         "quantization", value, f"a method name ({', '.join(METHODS)}), a dict or a "
         "QuantizationConfig", owner="transformers engine option",
     )
-
-
-class QuantizationMismatchError(UnillmError, ValueError):
-    """The checkpoint is already quantized, and not the way the caller asked."""
 
 
 def require_library(config: QuantizationConfig, engine: str) -> None:

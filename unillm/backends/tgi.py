@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..engine import Capabilities, EngineRequest, EngineSequence, TokenEvent
+from ..engine import Capabilities, EngineRequest, EngineResult, EngineSequence, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ._http import HTTPClient, HTTPEngine, HTTPOptions
@@ -54,7 +54,6 @@ class TGIEngine(HTTPEngine):
 
     def __init__(self, model: str, options: TGIOptions):
         super().__init__(model, options)
-        self.name = "tgi"
         clash = sorted(RESERVED & set(options.extra_parameters))
         if clash:
             raise InvalidParameterError(
@@ -70,7 +69,8 @@ class TGIEngine(HTTPEngine):
             self.model = str(self.server_info.get("model_id") or "")
 
     # -- requests ----------------------------------------------------------------------------
-    def _body(self, request: EngineRequest) -> dict[str, Any]:
+    def _body(self, request: EngineRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the request body, the record of it that the request's result reports)."""
         p = request.params
         sampling = not p.is_greedy
         parameters: dict[str, Any] = {
@@ -90,25 +90,26 @@ class TGIEngine(HTTPEngine):
             "decoder_input_details": False,
             **self.options.extra_parameters,
         }
-        request.received = {"endpoint": "/generate", **parameters}
+        received = {"endpoint": "/generate", **parameters}
         return {"inputs": request.prompt if request.prompt is not None else "",
-                "parameters": parameters}
+                "parameters": parameters}, received
 
     @staticmethod
     def _finish(details: dict[str, Any] | None) -> str:
         reason = (details or {}).get("finish_reason")
         return FINISH.get(reason, "stop")
 
-    def _sequence(self, request: EngineRequest, data: Any, headers: Any) -> list[EngineSequence]:
+    def _result(self, data: Any, headers: Any, received: dict[str, Any]) -> EngineResult:
         if isinstance(data, list):  # the "/" route answers with a list; /generate with one object
             data = data[0] if data else {}
         if not isinstance(data, dict) or "generated_text" not in data:
             raise EngineError(self.name, f"unexpected answer from the server: {str(data)[:200]}")
         details = data.get("details") or {}
         prompt_tokens = headers.get("x-prompt-tokens")
-        request.prompt_tokens = int(prompt_tokens) if prompt_tokens else None
-        return [EngineSequence([], self._finish(details), text=data["generated_text"],
-                               output_tokens=details.get("generated_tokens"))]
+        seq = EngineSequence([], self._finish(details), text=data["generated_text"],
+                             output_tokens=details.get("generated_tokens"))
+        return EngineResult([seq], received=received,
+                            prompt_tokens=int(prompt_tokens) if prompt_tokens else None)
 
     def _events(self, event: dict[str, Any], deltas: list[int]) -> Iterator[TokenEvent]:
         token = event.get("token") or {}
@@ -127,17 +128,21 @@ class TGIEngine(HTTPEngine):
                                       "(no details): the completion is incomplete")
 
     # -- requests to the server -------------------------------------------------------------
-    def _complete(self, request: EngineRequest) -> list[EngineSequence]:
-        data, headers = self.client.post_json_with_headers("generate", self._body(request))
-        return self._sequence(request, data, headers)
+    def _complete(self, request: EngineRequest) -> EngineResult:
+        body, received = self._body(request)
+        data, headers = self.client.post_json_with_headers("generate", body)
+        return self._result(data, headers, received)
 
-    async def _acomplete(self, request: EngineRequest) -> list[EngineSequence]:
-        data, headers = await self.client.apost_json_with_headers("generate", self._body(request))
-        return self._sequence(request, data, headers)
+    async def _acomplete(self, request: EngineRequest) -> EngineResult:
+        body, received = self._body(request)
+        data, headers = await self.client.apost_json_with_headers("generate", body)
+        return self._result(data, headers, received)
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         deltas = [0]
-        for raw in self.client.stream_events("generate_stream", self._body(request)):
+        body, received = self._body(request)
+        yield TokenEvent(result=EngineResult(received=received))
+        for raw in self.client.stream_events("generate_stream", body):
             for event in self._events(raw, deltas):
                 yield event
                 if event.finish_reason is not None:
@@ -146,7 +151,9 @@ class TGIEngine(HTTPEngine):
 
     async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
         deltas = [0]
-        async for raw in self.client.astream_events("generate_stream", self._body(request)):
+        body, received = self._body(request)
+        yield TokenEvent(result=EngineResult(received=received))
+        async for raw in self.client.astream_events("generate_stream", body):
             for event in self._events(raw, deltas):
                 yield event
                 if event.finish_reason is not None:

@@ -27,6 +27,7 @@ from ..engine import (
     Engine,
     EngineOptions,
     EngineRequest,
+    EngineResult,
     EngineSequence,
     Knob,
     TokenEvent,
@@ -341,22 +342,20 @@ class TransformersEngine(Engine):
         return ids.to(self.device), mask.to(self.device), width
 
     # -- batch ------------------------------------------------------------------------------
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         size = self.options.max_batch_size or len(requests)
-        out: list[list[EngineSequence]] = []
+        out: list[EngineResult] = []
         for i in range(0, len(requests), size):
             out.extend(self._generate_batch(requests[i:i + size]))
         return out
 
-    def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         p = requests[0].params
         n = p.n
         ids, mask, width = self._inputs(requests)
         kwargs, record = self._generation_kwargs(p, width)
-        for r in requests:
-            r.received = dict(record)
 
         rows = len(requests) * n
         hook_len: dict[int, int] = {}
@@ -393,7 +392,7 @@ class TransformersEngine(Engine):
         new_tokens = result.sequences[:, width:].tolist()
         logits = result.logits if p.logprobs is not None else None
         terminators = set(kwargs["generation_config"].eos_token_id or ())
-        out: list[list[EngineSequence]] = []
+        out: list[EngineResult] = []
         for row, tokens in enumerate(new_tokens):
             length, finish, reason = self._row_end(tokens, terminators, p, hook_len.get(row))
             seq = EngineSequence(
@@ -403,8 +402,8 @@ class TransformersEngine(Engine):
                 if logits is not None else None,
             )
             if row % n == 0:
-                out.append([])
-            out[-1].append(seq)
+                out.append(EngineResult(received=dict(record)))
+            out[-1].samples.append(seq)
         return out
 
     def _row_end(self, tokens: list[int], terminators: set[int], p, hook_stop: int | None):
@@ -459,8 +458,7 @@ class TransformersEngine(Engine):
         ids, mask, width = self._inputs(requests)
         kwargs, record = self._generation_kwargs(p, width)
         kwargs["generation_config"].output_logits = False
-        for r in requests:
-            r.received = dict(record)
+        reported = [False] * len(requests)
         steps: queue.Queue = queue.Queue()
         cancelled = threading.Event()
         failure: list[BaseException] = []
@@ -530,9 +528,13 @@ class TransformersEngine(Engine):
                         finish = "length"
                     if finish:
                         finished[row] = True
+                    result = None
+                    if not reported[row // n]:  # what ran, once per request
+                        reported[row // n] = True
+                        result = EngineResult(received=dict(record))
                     yield row // n, TokenEvent(
                         row % n, (token,), finish_reason=finish, stop_reason=reason,
-                        logprobs=[lps[row]] if lps else None,
+                        logprobs=[lps[row]] if lps else None, result=result,
                     )
             if failure:
                 raise failure[0]

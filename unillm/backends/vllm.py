@@ -30,6 +30,7 @@ from ..engine import (
     Engine,
     EngineOptions,
     EngineRequest,
+    EngineResult,
     EngineSequence,
     Knob,
     TokenEvent,
@@ -260,16 +261,17 @@ class VllmEngine(Engine):
 
     def _items(
         self, requests: Sequence[EngineRequest], kind: Any, arrival: float | None = None
-    ) -> list[driver.Item]:
-        """(id, prompt, params, arrival) per request; `arrival` is on vLLM's clock (wall time)."""
+    ) -> tuple[list[driver.Item], list[dict[str, Any]]]:
+        """((id, prompt, params, arrival) per request, the record of each request's params);
+        `arrival` is on vLLM's clock (wall time)."""
         arrival = time.time() if arrival is None else arrival
-        items = []
+        items, records = [], []
         for request in requests:
             params, record = self._params(request.params, kind)
-            request.received = dict(record)
+            records.append(dict(record))
             prompt = {"prompt_token_ids": list(request.prompt_token_ids or ())}
             items.append((self.driver.new_id(), prompt, params, arrival))
-        return items
+        return items, records
 
     # -- results ----------------------------------------------------------------------------
     @staticmethod
@@ -293,16 +295,16 @@ class VllmEngine(Engine):
             out.append(TokenLogprob(int(token), float(chosen.logprob), alternatives))
         return out
 
-    def _sequences(
-        self, request: EngineRequest, output: Any, start: float, arrival: float
-    ) -> list[EngineSequence]:
+    def _result(
+        self, request: EngineRequest, record: dict[str, Any], output: Any, start: float,
+        arrival: float,
+    ) -> EngineResult:
         stats = getattr(output, "metrics", None)
         latency = getattr(stats, "first_token_latency", None)
-        if latency:
-            # vLLM measures from the request's arrival; unillm from the call (`start`).
-            request.metrics["ttft"] = (arrival - start) + float(latency)
+        # vLLM measures from the request's arrival; unillm from the call (`start`).
+        ttft = (arrival - start) + float(latency) if latency else None
         top = request.params.logprobs
-        return [
+        return EngineResult([
             EngineSequence(
                 token_ids=list(c.token_ids),
                 finish_reason=self._finish(c.finish_reason) or "length",
@@ -310,7 +312,7 @@ class VllmEngine(Engine):
                 logprobs=self._logprobs(c, top),
             )
             for c in sorted(output.outputs, key=lambda c: c.index)
-        ]
+        ], received=record, ttft=ttft)
 
     def _events(self, output: Any, top: int | None) -> Iterator[TokenEvent]:
         for c in output.outputs:
@@ -320,11 +322,16 @@ class VllmEngine(Engine):
                 logprobs=self._logprobs(c, top),
             )
 
+    @staticmethod
+    def _reported(record: dict[str, Any]) -> TokenEvent:
+        """A stream's first event: what vLLM was asked to do."""
+        return TokenEvent(result=EngineResult(received=record))
+
     # -- batch ------------------------------------------------------------------------------
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         start = now()
         arrival, wall = now(), time.time()  # one moment on both clocks
-        items = self._items(requests, self.kinds.FINAL_ONLY, wall)
+        items, records = self._items(requests, self.kinds.FINAL_ONLY, wall)
         done = threading.Event()
         waiter = driver.Collect([i[0] for i in items], done.set)
         self.driver.submit(items, waiter)
@@ -333,12 +340,12 @@ class VllmEngine(Engine):
         finally:
             if not waiter.done:  # interrupted (KeyboardInterrupt): free the engine
                 self.driver.abort(list(waiter.pending))
-        return self._collected(requests, items, waiter, start, arrival)
+        return self._collected(requests, items, records, waiter, start, arrival)
 
-    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         start = now()
         arrival, wall = now(), time.time()  # one moment on both clocks
-        items = self._items(requests, self.kinds.FINAL_ONLY, wall)
+        items, records = self._items(requests, self.kinds.FINAL_ONLY, wall)
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         waiter = driver.Collect([i[0] for i in items], lambda: _call_soon(loop, done.set))
@@ -348,23 +355,25 @@ class VllmEngine(Engine):
         finally:
             if not waiter.done:  # cancelled: free the engine
                 self.driver.abort(list(waiter.pending))
-        return self._collected(requests, items, waiter, start, arrival)
+        return self._collected(requests, items, records, waiter, start, arrival)
 
-    def _collected(self, requests, items, waiter: driver.Collect, start: float, arrival: float):
+    def _collected(self, requests, items, records, waiter: driver.Collect, start: float,
+                   arrival: float) -> list[EngineResult]:
         if waiter.error is not None:
             raise waiter.error
-        return [self._sequences(r, waiter.outputs[item[0]], start, arrival)
-                for r, item in zip(requests, items)]
+        return [self._result(r, record, waiter.outputs[item[0]], start, arrival)
+                for r, item, record in zip(requests, items, records)]
 
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         import queue
 
-        (item,) = self._items([request], self.kinds.DELTA)
+        (item,), (record,) = self._items([request], self.kinds.DELTA)
         outputs: queue.SimpleQueue = queue.SimpleQueue()
         self.driver.submit([item], driver.Forward(outputs.put))
         finished = False
         try:
+            yield self._reported(record)
             while not finished:
                 output = outputs.get()
                 if isinstance(output, BaseException):
@@ -376,12 +385,13 @@ class VllmEngine(Engine):
                 self.driver.abort([item[0]])
 
     async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
-        (item,) = self._items([request], self.kinds.DELTA)
+        (item,), (record,) = self._items([request], self.kinds.DELTA)
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue = asyncio.Queue()
         self.driver.submit([item], driver.Forward(lambda o: _call_soon(loop, outputs.put_nowait, o)))
         finished = False
         try:
+            yield self._reported(record)
             while not finished:
                 output = await outputs.get()
                 if isinstance(output, BaseException):

@@ -23,7 +23,7 @@ __all__ = ["ReplicaSettings", "load_replicated"]
 def _validate_here(engine: str, options: dict[str, Any]) -> None:
     """Reject an unknown engine or a bad option before starting any actor, when this process
     has the engine's plugin (a driver without the engine's packages leaves it to replicas)."""
-    from ..loading import parse_options
+    from ..building import parse_options
     from ..registry import registry
 
     try:

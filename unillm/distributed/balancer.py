@@ -15,9 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Sequence
 
-
-class NoReplicaError(RuntimeError):
-    """No replica can take work (all failed and none came back in time)."""
+from ..errors import NoReplicaError
 
 
 class Balancer:

@@ -27,13 +27,14 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..engine import Engine, EngineRequest, EngineSequence, PartialBatchFailure, TokenEvent
+from ..engine import Engine, EngineRequest, EngineResult, TokenEvent
+from ..errors import PartialBatchFailure
 from ..errors import EngineError, InvalidParameterError, UnillmError
 from ..timing import now
 from . import cluster
 from .balancer import Balancer, NoReplicaError
 from .settings import ReplicaSettings
-from .wire import Description, Reply, StreamBatch, WireRequest
+from .wire import Description, Reply, StreamBatch, WireRequest, from_replica, settle
 
 log = logging.getLogger("unillm.distributed")
 
@@ -143,7 +144,7 @@ class _BatchRun(_Dispatch):
     def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
         super().__init__(engine, requests)
         self.start = now()
-        self.results: list[list[EngineSequence] | None] = [None] * len(self.requests)
+        self.results: list[EngineResult | None] = [None] * len(self.requests)
         self.engine_error: BaseException | None = None
 
     def submit(self, indices: list[int], attempt: int = 0,
@@ -160,8 +161,8 @@ class _BatchRun(_Dispatch):
         eng.balancer.release(part.replica, part.cost)
         if isinstance(outcome, Reply):
             for k, result in zip(part.indices, outcome.results):
-                self.results[k] = result.settle(self.requests[k], received_at, outcome.busy,
-                                                self.start, part.replica)
+                self.results[k] = settle(result, received_at, outcome.busy, self.start,
+                                         part.replica)
             return []
         if not _is_replica_failure(outcome):
             self.engine_error = self.engine_error or _unwrap(outcome)
@@ -176,7 +177,7 @@ class _BatchRun(_Dispatch):
             self.errors[k] = error
         return []
 
-    def outcome(self) -> list[list[EngineSequence]]:
+    def outcome(self) -> list[EngineResult]:
         if self.engine_error is not None:
             raise self.engine_error
         if self.errors:
@@ -214,10 +215,10 @@ class _StreamRun(_Dispatch):
     def handle(self, part: _Part, batch: StreamBatch) -> tuple[list[tuple[int, TokenEvent]], Any]:
         """The ``(request index, event)`` pairs to hand on, and the ref of the part's next
         batch (None once it has ended)."""
-        batch.apply([self.requests[k] for k in part.indices], part.replica)
         events = []
         for local, event in batch.events:
             k = part.indices[local]
+            event = from_replica(event, part.replica)
             self.delivered[k] += 1
             if event.finish_reason is not None:
                 self.samples_done[k].add(event.index)
@@ -259,7 +260,7 @@ class _StreamRun(_Dispatch):
     def send_aborts(self) -> None:
         """Forward `EngineRequest.abort()` calls (made by the caller's thread) to replicas."""
         for k, request in enumerate(self.requests):
-            if k in self.aborts_sent or not getattr(request, "aborted", False):
+            if k in self.aborts_sent or not request.aborted:
                 continue
             self.aborts_sent.add(k)
             for part in self.parts:
@@ -440,7 +441,7 @@ class ReplicatedEngine(Engine):
         return error
 
     # -- batch -----------------------------------------------------------------------------
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         ray = cluster.import_ray()
         run = _BatchRun(self, requests)
         pending = dict(run.submit(list(range(len(run.requests)))))
@@ -456,7 +457,7 @@ class ReplicatedEngine(Engine):
             pending.update(run.done(part, outcome, received_at))
         return run.outcome()
 
-    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    async def agenerate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         run = _BatchRun(self, requests)
         # submit may wait for a replica to come back: never on the event loop.
         sent = await asyncio.to_thread(run.submit, list(range(len(run.requests))))
@@ -489,16 +490,13 @@ class ReplicatedEngine(Engine):
         call raises `EngineError` naming the lost ones (the others' events were delivered)."""
         ray = cluster.import_ray()
         run = _StreamRun(self, requests)
-        # Per-request aborts (EngineRequest.abort, where the core has it) are checked between
-        # batches of events, at least every ABORT_POLL_S.
-        abortable = hasattr(EngineRequest, "abort")
+        # Per-request aborts (EngineRequest.abort) are checked between batches of events, at
+        # least every ABORT_POLL_S.
         try:
             pending = dict(run.open(list(range(len(run.requests)))))
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1,
-                                    timeout=ABORT_POLL_S if abortable else None)
-                if abortable:
-                    run.send_aborts()
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=ABORT_POLL_S)
+                run.send_aborts()
                 for ref in ready:
                     part = pending.pop(ref)
                     try:

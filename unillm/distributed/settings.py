@@ -37,7 +37,7 @@ class ReplicaSettings(BaseModel):
     @classmethod
     def parse(cls, **given: Any) -> ReplicaSettings:
         """Validated, or an error naming the argument and what it allows."""
-        from ..loading import parse_options
+        from ..building import parse_options
 
         return parse_options("", cls, given, owner="unillm.load")
 

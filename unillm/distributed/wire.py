@@ -12,11 +12,11 @@ ids) shifts every token slightly later, which is when the caller could have had 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..decoding import SampleTracker, StopRules
-from ..engine import Capabilities, EngineOptions, EngineRequest, EngineSequence, TokenEvent
+from ..engine import Capabilities, EngineOptions, EngineRequest, EngineResult, TokenEvent
 from ..params import SamplingParams
 
 
@@ -58,69 +58,55 @@ class WireRequest:
         return prompt + self.params.max_tokens * self.params.n
 
 
-@dataclass
-class WireResult:
-    """One request's outcome, with token times as offsets from the replica's end of call."""
+def to_offsets(result: EngineResult, end: float) -> EngineResult:
+    """The replica's side: token times as offsets from the end of its call (never positive)."""
+    return replace(result, samples=[
+        replace(s, token_times=[t - end for t in s.token_times]) if s.token_times else s
+        for s in result.samples
+    ])
 
-    samples: list[EngineSequence]
-    received: dict[str, Any] = field(default_factory=dict)
-    prompt_tokens: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def of(cls, request: EngineRequest, samples: list[EngineSequence], end: float) -> WireResult:
-        moved = [
-            replace(s, token_times=[t - end for t in s.token_times]) if s.token_times else s
-            for s in samples
-        ]
-        return cls(moved, dict(request.received), request.prompt_tokens, dict(request.metrics))
+def settle(result: EngineResult, received_at: float, busy: float, call_start: float,
+           replica: int) -> EngineResult:
+    """The driver's side: the result on the driver's clock, naming the replica that ran it.
+    `received_at`: driver time the answer arrived; `busy`: the replica's time in the call;
+    `call_start`: driver time the call was made."""
+    ttft = result.ttft
+    if ttft is not None:
+        # An engine's own ttft counts from when the replica got the call: add the dispatch.
+        ttft = ttft + (received_at - busy - call_start)
+    return replace(
+        result, received={**result.received, "replica": replica}, ttft=ttft,
+        samples=[replace(s, token_times=[received_at + off for off in s.token_times])
+                 if s.token_times else s for s in result.samples],
+    )
 
-    def settle(self, request: EngineRequest, received_at: float, busy: float, call_start: float,
-               replica: int) -> list[EngineSequence]:
-        """Copy what the engine reported onto the driver's request; samples on the driver's
-        clock. `received_at`: driver time the answer arrived; `busy`: the replica's time in
-        the call; `call_start`: driver time the call was made."""
-        request.received = {**self.received, "replica": replica}
-        request.prompt_tokens = self.prompt_tokens
-        metrics = dict(self.metrics)
-        if metrics.get("ttft") is not None:
-            # An engine's own ttft counts from when the replica got the call: add the dispatch.
-            metrics["ttft"] = metrics["ttft"] + (received_at - busy - call_start)
-        request.metrics = metrics
-        return [
-            replace(s, token_times=[received_at + off for off in s.token_times])
-            if s.token_times else s
-            for s in self.samples
-        ]
+
+def from_replica(event: TokenEvent, replica: int) -> TokenEvent:
+    """A streamed event as the driver hands it on: a result names the replica that ran it."""
+    if event.result is None:
+        return event
+    return replace(event, result=replace(
+        event.result, received={**event.result.received, "replica": replica}))
 
 
 @dataclass
 class Reply:
-    """A replica's answer to one batch: a result per request, and how long it was busy."""
+    """A replica's answer to one batch: a result per request (token times as offsets, see
+    `to_offsets`), and how long it was busy."""
 
-    results: list[WireResult]
+    results: list[EngineResult]
     busy: float
 
 
 @dataclass
 class StreamBatch:
     """Every stream event a replica had ready when the driver asked (at least one, unless the
-    stream is done), as ``(request index, event)``, plus what the engine reported so far for
-    each request."""
+    stream is done), as ``(request index, event)``; results travel on the events."""
 
     events: list[tuple[int, TokenEvent]]
     done: bool = False
     error: BaseException | None = None
-    received: list[dict[str, Any]] = field(default_factory=list)
-    prompt_tokens: list[int | None] = field(default_factory=list)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-
-    def apply(self, requests: list[EngineRequest], replica: int) -> None:
-        for request, received, prompt_tokens, metrics in zip(
-                requests, self.received, self.prompt_tokens, self.metrics):
-            request.received = {**received, "replica": replica}
-            request.prompt_tokens = prompt_tokens
-            request.metrics = dict(metrics)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 from ..engine import Engine, TokenEvent
 from ..planning import batch_groups
 from ..timing import now
-from .wire import Description, Reply, StreamBatch, WireRequest, WireResult, portable_error
+from .wire import Description, Reply, StreamBatch, WireRequest, portable_error, to_offsets
 
 _END = object()
 
@@ -97,11 +97,9 @@ class _Stream:
             self.queue.put(_END)
 
     def abort(self, index: int) -> None:
-        """Stop one request; the others go on (`EngineRequest.abort` where the core has it)."""
+        """Stop one request; the others go on."""
         self.aborted.add(index)
-        abort = getattr(self.requests[index], "abort", None)
-        if abort is not None:
-            abort()
+        self.requests[index].abort()
 
     def take(self) -> StreamBatch:
         """Block for at least one event (or the end), then take everything else ready."""
@@ -116,10 +114,7 @@ class _Stream:
                 item = self.queue.get_nowait()
             except queue.Empty:
                 break
-        rs = self.requests
-        return StreamBatch(events, self.done, self.error if self.done else None,
-                           [dict(r.received) for r in rs], [r.prompt_tokens for r in rs],
-                           [dict(r.metrics) for r in rs])
+        return StreamBatch(events, self.done, self.error if self.done else None)
 
 
 class ReplicaWorker:
@@ -134,7 +129,7 @@ class ReplicaWorker:
         self._streams: dict[str, _Stream] = {}
         self._streams_lock = threading.Lock()
         try:
-            from ..loading import build_engine
+            from ..building import build_engine
 
             self.engine, _ = build_engine(engine, model, **options)
         except BaseException as exc:  # noqa: BLE001
@@ -193,7 +188,7 @@ class ReplicaWorker:
                 for i, result in zip(group, results):
                     samples[i] = result
         end = now()
-        return Reply([WireResult.of(r, s, end) for r, s in zip(requests, samples)], end - start)
+        return Reply([to_offsets(r, end) for r in samples], end - start)
 
     def open_stream(self, stream_id: str, wires: list[WireRequest]) -> StreamBatch:
         """Start streaming these requests; returns the first events (saves a round trip)."""

@@ -48,6 +48,7 @@ from ...engine import (
     Engine,
     EngineOptions,
     EngineRequest,
+    EngineResult,
     EngineSequence,
     Knob,
     TokenEvent,
@@ -323,18 +324,15 @@ class CTranslate2Engine(Engine):
 
     # -- running ----------------------------------------------------------------------------
     def _call_kwargs(self, rows: _Rows, options: dict[str, Any],
-                     p: SamplingParams) -> dict[str, Any]:
-        """This call's generate_batch options, recorded in each of its requests."""
+                     p: SamplingParams) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(this call's generate_batch options, the record of them each request reports)."""
         kwargs = self._call_options(options, rows)
         seeded = p.seed is not None and not p.is_greedy
         record = {**kwargs, "prompt_copies": p.n,
                   "set_random_seed": _ct2_seed(p.seed) if seeded else None}  # type: ignore[arg-type]
-        for r in rows.requests:
-            r.received = record
-        return kwargs
+        return kwargs, record
 
-    def _run(self, generator, rows: _Rows, options: dict[str, Any], p: SamplingParams) -> None:
-        kwargs = self._call_kwargs(rows, options, p)
+    def _run(self, generator, rows: _Rows, kwargs: dict[str, Any]) -> None:
         hook = any(r.trackers for r in rows.requests)
         if not (hook or self.options.batch_token_times):
             # No per-token work: no callback, whose cost (a Python call per token and row)
@@ -370,23 +368,26 @@ class CTranslate2Engine(Engine):
             return "stop", token if token in p.stop_token_ids else None
         return None, None
 
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         p = requests[0].params
         calls, options = self._plan(requests)
         end = self._end_ids(p)
-        results: dict[int, list[EngineSequence | None]] = {id(r): [None] * p.n for r in requests}
+        results = {id(r): EngineResult([None] * p.n) for r in requests}  # type: ignore[list-item]
         with self._generator_for(p) as generator:
             for rows in calls:
-                self._run(generator, rows, options, p)
+                kwargs, record = self._call_kwargs(rows, options, p)
+                self._run(generator, rows, kwargs)
                 for b, tokens in enumerate(rows.ids):
                     finish, reason = self._finish(tokens[-1] if tokens else None, end, p)
                     if finish is None or rows.hooked[b]:
                         finish, reason = "length", None  # the core names an emulated stop
-                    results[id(rows.requests[b])][rows.samples[b]] = EngineSequence(
+                    result = results[id(rows.requests[b])]
+                    result.received = record
+                    result.samples[rows.samples[b]] = EngineSequence(
                         token_ids=tokens, finish_reason=finish, stop_reason=reason,
                         token_times=rows.times[b] or None,
                     )
-        return [results[id(r)] for r in requests]  # type: ignore[misc]
+        return [results[id(r)] for r in requests]
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         return stream_as_batch_of_one(self, request)
@@ -406,7 +407,9 @@ class CTranslate2Engine(Engine):
         done = object()
 
         def run(generator, rows: _Rows) -> None:
-            kwargs = self._call_kwargs(rows, options, p)
+            kwargs, record = self._call_kwargs(rows, options, p)
+            steps.put([(position[id(r)], TokenEvent(result=EngineResult(received=record)))
+                       for r in dict.fromkeys(rows.requests)])  # what runs, once per request
             callback = RowStream(rows.requests, rows.samples,
                                  [position[id(r)] for r in rows.requests],
                                  [len(t) for t in rows.tokens], rows.prefix, end,

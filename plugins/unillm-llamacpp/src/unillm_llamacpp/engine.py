@@ -32,6 +32,7 @@ from unillm import (
     Engine,
     EngineOptions,
     EngineRequest,
+    EngineResult,
     EngineSequence,
     InvalidParameterError,
     InvalidPromptError,
@@ -243,8 +244,9 @@ class LlamaCppEngine(Engine):
             alternatives = {int(i): float(shifted[i] - lse) for i in best}
         return TokenLogprob(token, float(shifted[token] - lse), alternatives)
 
-    def _steps(self, request: EngineRequest) -> Iterator[_Step]:
-        """Generate one sequence, yielding each token as soon as it is sampled."""
+    def _steps(self, request: EngineRequest, received: dict[str, Any]) -> Iterator[_Step]:
+        """Generate one sequence, yielding each token as soon as it is sampled; `received`
+        gets the record of what the sampler chain was given, before the first token."""
         from .sampling import SamplerChain
 
         p = request.params
@@ -255,12 +257,12 @@ class LlamaCppEngine(Engine):
         llm = self.llm
         with SamplerChain(p, n_vocab=self.n_vocab, window=self.context_length,
                           prompt_ids=prompt) as chain:
-            request.received = {
+            received.update({
                 "max_tokens": p.max_tokens, **chain.record,
                 "stop_token_ids": sorted(p.stop_token_ids), "ignore_eos": p.ignore_eos,
                 "eos_token_ids": sorted(self.eos_ids), "min_tokens": p.min_tokens,
                 "masked_before_min_tokens": blocked, "logprobs": p.logprobs,
-            }
+            })
             llm.reset()
             llm.eval(prompt)
             for count in range(1, p.max_tokens + 1):
@@ -286,14 +288,14 @@ class LlamaCppEngine(Engine):
                 llm.eval([token])
 
     # -- the engine contract ----------------------------------------------------------------
-    def generate(self, requests: Sequence[EngineRequest]) -> list[list[EngineSequence]]:
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """One request after another; a request that fails does not cost the others theirs
         (`PartialBatchFailure`), unless it was the only one (its own error is raised)."""
-        results: list[list[EngineSequence] | None] = []
+        results: list[EngineResult | None] = []
         errors: dict[int, BaseException] = {}
         for index, request in enumerate(requests):
             try:
-                results.append([self._generate_one(request)])
+                results.append(self._generate_one(request))
             except Exception as exc:  # noqa: BLE001 - reported per request below
                 results.append(None)
                 errors[index] = exc
@@ -303,12 +305,13 @@ class LlamaCppEngine(Engine):
             raise PartialBatchFailure(results, errors)
         return results  # type: ignore[return-value]
 
-    def _generate_one(self, request: EngineRequest) -> EngineSequence:
+    def _generate_one(self, request: EngineRequest) -> EngineResult:
+        received: dict[str, Any] = {}
         tokens: list[int] = []
         times: list[float] = []
         logprobs: list[TokenLogprob] = []
         finish, reason = "length", None
-        with contextlib.closing(self._steps(request)) as steps:  # frees the chain on a break
+        with contextlib.closing(self._steps(request, received)) as steps:  # frees the chain on a break
             for step in steps:
                 tokens.append(step.token)
                 times.append(step.time)
@@ -319,19 +322,23 @@ class LlamaCppEngine(Engine):
                     break
                 if request.should_stop(0, (step.token,)):
                     break  # an emulated stop string: unillm's finalize names it
-        return EngineSequence(
+        return EngineResult([EngineSequence(
             token_ids=tokens, finish_reason=finish, stop_reason=reason, token_times=times,
             logprobs=logprobs if request.params.logprobs is not None else None,
-        )
+        )], received=received)
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         # Closing this generator closes `steps` at once: generation stops, the chain is freed.
-        with contextlib.closing(self._steps(request)) as steps:
+        received: dict[str, Any] = {}
+        with contextlib.closing(self._steps(request, received)) as steps:
+            first = True
             for step in steps:
                 yield TokenEvent(
                     0, (step.token,), finish_reason=step.finish, stop_reason=step.stop_reason,
                     logprobs=[step.logprob] if step.logprob is not None else None,
+                    result=EngineResult(received=received) if first else None,
                 )
+                first = False
 
     def close(self) -> None:
         finalizer = getattr(self, "_finalizer", None)

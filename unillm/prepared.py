@@ -1,0 +1,143 @@
+"""A prompt made ready to run: validated, tokenized and planned (`Prepared`).
+
+Every check a call makes of its input happens here, before any engine work, so a server can
+refuse a request when it arrives and run the prompts it accepted later, in one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from .decoding import SampleTracker
+from .engine import Engine, EngineRequest
+from .errors import ContextLengthError, EngineError, InvalidParameterError, InvalidPromptError
+from .params import SamplingParams
+from .planning import Plan, plan
+
+
+class TokensPrompt(TypedDict):
+    """A prompt given as token ids instead of text: ``{"prompt_token_ids": [...]}``."""
+
+    prompt_token_ids: list[int]
+
+
+PromptLike = str | TokensPrompt
+Messages = Sequence[Mapping[str, Any]]
+ParamsLike = SamplingParams | Mapping[str, Any]
+
+
+@dataclass(eq=False)
+class Prepared:
+    """One prompt of a call: its plan and the engine requests that serve it (one per emulated
+    sample of `n`, else one).
+
+    `Generator.prepare` hands one out so that a caller (a server) can validate and tokenize a
+    prompt when it arrives and run it later, in a batch with others. Its engine requests carry
+    per-run state (abort flags, stop trackers), so it runs once.
+    """
+
+    params: SamplingParams
+    plan: Plan
+    requests: list[EngineRequest]
+    prompt: str | None = None
+    prompt_ids: list[int] | None = None
+    claimed: bool = False
+
+    @property
+    def batch_key(self) -> tuple[SamplingParams, ...]:
+        """Prepared prompts with equal keys can share one native batch on any engine
+        (engines with ``batch_params="uniform"`` need equal engine parameters)."""
+        return tuple(r.params for r in self.requests)
+
+    def claim(self) -> Prepared:
+        """Mark this prompt as running; a second run is an error (its state is spent)."""
+        if self.claimed:
+            raise InvalidPromptError("a prepared prompt runs once: prepare() it again")
+        self.claimed = True
+        return self
+
+
+def as_params(params: ParamsLike | None) -> SamplingParams:
+    """`SamplingParams` from itself, a dict of its fields (validated the same way), or None
+    (the defaults)."""
+    if params is None:
+        return SamplingParams()
+    if isinstance(params, SamplingParams):
+        return params
+    if isinstance(params, Mapping):
+        return SamplingParams(**params)
+    raise InvalidParameterError(
+        "params", type(params).__name__,
+        "a SamplingParams, a dict of its fields, or None", owner="generate",
+    )
+
+
+def per_prompt_params(params: ParamsLike | Sequence[ParamsLike] | None,
+                      count: int) -> list[SamplingParams]:
+    """One `SamplingParams` per prompt: the same for all, or one each (lengths must match)."""
+    if params is None or isinstance(params, (SamplingParams, Mapping)) \
+            or not isinstance(params, Sequence) or isinstance(params, str):
+        return [as_params(params)] * count
+    per = [as_params(p) for p in params]
+    if len(per) != count:
+        raise ValueError(f"got {count} prompts but {len(per)} SamplingParams")
+    return per
+
+
+def _prompt_ids(engine: Engine, engine_name: str, prompt: PromptLike | None,
+                messages: Messages | None) -> tuple[str | None, list[int] | None,
+                                                    list[dict[str, Any]] | None]:
+    """(prompt text, prompt ids, messages for a chat engine), as the engine takes them."""
+    caps = engine.capabilities
+    tok = engine.tokenizer
+    if messages is not None:
+        if caps.chat:
+            return None, None, [dict(m) for m in messages]
+        if tok is None:
+            raise InvalidPromptError(f"engine {engine_name!r} has no tokenizer for chat")
+        return None, tok.chat_token_ids(messages), None
+    if isinstance(prompt, str):
+        if not caps.token_ids:
+            return prompt, None, None
+        if tok is None:  # pragma: no cover - an engine contract violation
+            raise EngineError(engine_name, "a token-id engine without a tokenizer")
+        return prompt, tok.encode(prompt), None
+    if isinstance(prompt, Mapping) and "prompt_token_ids" in prompt:
+        if not caps.token_ids:
+            raise InvalidPromptError(f"engine {engine_name!r} takes text prompts, not token ids")
+        return None, [int(i) for i in prompt["prompt_token_ids"]], None
+    raise InvalidPromptError(
+        "a prompt is a string or {'prompt_token_ids': [...]}, not " f"{type(prompt).__name__}"
+    )
+
+
+def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params: SamplingParams,
+            messages: Messages | None = None) -> Prepared:
+    """Plan `params` for the engine, tokenize the prompt (or conversation), check it fits the
+    context, and build the engine requests."""
+    caps = engine.capabilities
+    tok = engine.tokenizer
+    eos = tok.eos_token_ids if tok is not None else frozenset()
+    the_plan = plan(params, caps, engine_name, eos)
+    text, ids, msgs = _prompt_ids(engine, engine_name, prompt, messages)
+    if ids is not None and not ids:
+        raise InvalidPromptError(
+            "the prompt is empty and the tokenizer adds no start token: nothing to continue"
+        )
+    ctx = engine.context_length
+    if ids is not None and ctx is not None and len(ids) + params.max_tokens > ctx:
+        raise ContextLengthError(len(ids), params.max_tokens, ctx)
+
+    requests = []
+    for replica_params in the_plan.replicas:
+        req = EngineRequest(
+            params=replica_params, prompt=text,
+            prompt_token_ids=list(ids) if ids is not None else None, messages=msgs,
+        )
+        if caps.stop_hook and the_plan.rules.active:
+            req.trackers = [SampleTracker(tok.decode if tok else None, the_plan.rules)
+                            for _ in range(replica_params.n)]
+        requests.append(req)
+    return Prepared(params, the_plan, requests, prompt=text, prompt_ids=ids)
