@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .engine import Engine
+from .engine import Capabilities, Engine
 from .errors import EngineError, InvalidParameterError, UnillmError, from_validation_error
 from .registry import EngineInfo, registry
 
@@ -47,8 +47,11 @@ def build_engine(
                 owner="unillm.load",
             )
         model = ""  # a server engine asks its server which model it serves
-    merged = {**info.defaults, **options}
-    parsed = parse_options(info.name, engine_cls.Options, merged)
+    parsed = parse_options(info.name, engine_cls.Options, {**info.defaults, **options})
+    # The registry's defaults (an alias's `defaults=`) are defaults, not the caller's choice:
+    # `model_fields_set` keeps only the options the caller gave.
+    object.__setattr__(parsed, "__pydantic_fields_set__",
+                       set(options) & set(engine_cls.Options.model_fields))
     instance = engine_cls.__new__(engine_cls)
     instance.name = info.name
     try:
@@ -58,4 +61,8 @@ def build_engine(
     except Exception as exc:
         raise EngineError(info.name, f"could not load {os.fspath(model)!r}: "
                           f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(getattr(instance, "capabilities", None), Capabilities):
+        instance.close()
+        raise EngineError(info.name, f"plugin {info.plugin!r} loaded an engine without valid "
+                          "capabilities (a unillm.Capabilities, on the class or set in __init__)")
     return instance, info

@@ -9,7 +9,7 @@ whatever `finalize` says is left.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 Decode = Callable[[Sequence[int]], str]

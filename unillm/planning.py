@@ -30,7 +30,8 @@ class Plan:
     engine_params: SamplingParams  # what the engine is asked to honour (plans are cached:
     # everything here is immutable)
     rules: StopRules  # stop conditions unillm applies itself
-    replicas: tuple[SamplingParams, ...]  # one engine request per entry (emulated n)
+    request_params: tuple[SamplingParams, ...]  # one engine request per entry (emulated n:
+    # one per sample)
     copies: int  # greedy n > 1: the single sample is repeated this many times
     emulated: tuple[str, ...]
 
@@ -71,7 +72,7 @@ def plan(
         changes["stop_token_ids"] = ()
 
     copies = 1
-    replicas_n = 1
+    runs = 1
     if params.n > 1 and params.is_greedy:
         # Greedy samples are identical by definition: compute one, copy it.
         copies = params.n
@@ -79,16 +80,16 @@ def plan(
         if "n" not in emulated:
             emulated.append("n")
     elif "n" in emulated:
-        replicas_n = params.n
+        runs = params.n
         changes["n"] = 1
 
     engine_params = params.replace(**changes) if changes else params
-    if replicas_n > 1 and params.seed is not None:
-        replicas = tuple(
-            engine_params.replace(seed=(params.seed + i) % (SEED_MAX + 1)) for i in range(replicas_n)
+    if runs > 1 and params.seed is not None:
+        request_params = tuple(
+            engine_params.replace(seed=(params.seed + i) % (SEED_MAX + 1)) for i in range(runs)
         )
     else:
-        replicas = (engine_params,) * replicas_n
+        request_params = (engine_params,) * runs
 
     # A text engine that matches stop strings itself and defers them by min_tokens has applied
     # both already; matching its text again would ignore min_tokens (unillm cannot tell which
@@ -105,7 +106,7 @@ def plan(
         min_tokens=params.min_tokens,
         terminators=eos_token_ids | frozenset(params.stop_token_ids),
     )
-    return Plan(engine_params, rules, replicas, copies, tuple(sorted(emulated)))
+    return Plan(engine_params, rules, request_params, copies, tuple(sorted(emulated)))
 
 
 def batch_groups(requests: Sequence[EngineRequest], caps: Capabilities) -> list[list[int]]:

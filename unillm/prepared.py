@@ -131,13 +131,13 @@ def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params:
         raise ContextLengthError(len(ids), params.max_tokens, ctx)
 
     requests = []
-    for replica_params in the_plan.replicas:
+    for request_params in the_plan.request_params:
         req = EngineRequest(
-            params=replica_params, prompt=text,
+            params=request_params, prompt=text,
             prompt_token_ids=list(ids) if ids is not None else None, messages=msgs,
         )
         if caps.stop_hook and the_plan.rules.active:
             req.trackers = [SampleTracker(tok.decode if tok else None, the_plan.rules)
-                            for _ in range(replica_params.n)]
+                            for _ in range(request_params.n)]
         requests.append(req)
     return Prepared(params, the_plan, requests, prompt=text, prompt_ids=ids)

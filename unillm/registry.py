@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pluggy
 
 from . import hookspecs
-from .engine import Engine
+from .engine import Capabilities, Engine, EngineOptions
 from .errors import EngineNotFoundError, EngineUnavailableError
 
 ENTRY_POINT_GROUP = "unillm"
@@ -67,6 +67,22 @@ def _short_error(exc: BaseException) -> str:
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def check_engine_class(name: str, engine: Any) -> None:
+    """What can be checked of an engine before it loads: an `Engine` subclass with an options
+    schema and, where it declares them on the class, valid `Capabilities` (engines whose
+    capabilities depend on their options, like a server's profile, set them in `__init__`,
+    where `building.build_engine` checks them)."""
+    if not (isinstance(engine, type) and issubclass(engine, Engine)):
+        raise TypeError(f"register({name!r}, ...) needs an Engine subclass, got {engine!r}")
+    if not (isinstance(engine.Options, type) and issubclass(engine.Options, EngineOptions)):
+        raise TypeError(f"engine {name!r}: Options must subclass unillm.EngineOptions, "
+                        f"got {engine.Options!r}")
+    caps = engine.__dict__.get("capabilities", getattr(engine, "capabilities", None))
+    if caps is not None and not isinstance(caps, Capabilities):
+        raise TypeError(f"engine {name!r}: capabilities must be a unillm.Capabilities, "
+                        f"got {type(caps).__name__}")
 
 
 class Registry:
@@ -127,8 +143,7 @@ class Registry:
             aliases: tuple[str, ...] | list[str] = (),
             defaults: Mapping[str, Any] | None = None,
         ) -> None:
-            if not (isinstance(engine, type) and issubclass(engine, Engine)):
-                raise TypeError(f"register({name!r}, ...) needs an Engine subclass, got {engine!r}")
+            check_engine_class(name, engine)
             name = name.lower()
             if name in self._engines:
                 raise ValueError(

@@ -348,7 +348,7 @@ def test_a_penalised_streamed_batch_runs_one_call_per_prompt_length(ct2, recorde
 def test_each_decoding_step_is_handed_over_at_once(ct2, monkeypatch):
     """The callback collects a step's tokens of every row and hands them over together (one
     consumer wake-up per step, not per token and row), prompts of unequal lengths included."""
-    from unillm.backends.ctranslate2 import engine as ct2_engine
+    from unillm.backends.ctranslate2 import streaming as ct2_engine
 
     handovers: list[list] = []
 

@@ -13,8 +13,6 @@ quantization.py turns it into from_pretrained's arguments.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any, Literal
@@ -36,8 +34,8 @@ from ..engine import (
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..results import TokenLogprob
-from ..timing import now
 from . import quantization as quant
+from .hf_steps import Timestamps, openai_penalties, token_logprobs
 from .quantization import QuantizationConfig
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -69,48 +67,9 @@ class TransformersOptions(EngineOptions):
         return quant.parse(value)
 
 
-class _Timestamps:
-    """A transformers streamer that records when each step's tokens were produced."""
-
-    def __init__(self, on_step=None):
-        self.times: list[float] = []
-        self.on_step = on_step
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt
-            self._prompt_seen = True
-            return
-        self.times.append(now())
-        if self.on_step is not None:
-            self.on_step(value)
-
-    def end(self) -> None:
-        if self.on_step is not None:
-            self.on_step(None)
-
-
-def _openai_penalties(presence: float, frequency: float, prompt_len: int):
-    """presence/frequency penalties as OpenAI and vLLM define them (output tokens only)."""
-    import torch
-    from transformers import LogitsProcessor
-
-    class OpenAIPenalties(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            generated = input_ids[:, prompt_len:]
-            if generated.shape[1] == 0:
-                return scores
-            counts = torch.zeros_like(scores)
-            counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
-            return scores - frequency * counts - presence * (counts > 0).to(scores.dtype)
-
-    return OpenAIPenalties()
-
-
 class TransformersEngine(Engine):
     """Runs any `AutoModelForCausalLM` checkpoint with transformers."""
 
-    name = "transformers"
     Options = TransformersOptions
     tunables = {
         "max_batch_size": Knob("int", 1, 64, log=True, help="prompts per generate call"),
@@ -173,8 +132,10 @@ class TransformersEngine(Engine):
         )
 
     # -- loading ----------------------------------------------------------------------------
-    methods: tuple[str, ...] | None = None
-    """Quantization methods this engine name accepts (None: any); see the `bnb` engine."""
+    @property
+    def methods(self) -> tuple[str, ...] | None:
+        """Quantization methods this engine name accepts (None: any); see `ALIASES`."""
+        return ALIASES[self.name][1] if self.name in ALIASES else None
 
     def _resolve_quantization(self) -> dict[str, Any] | None:
         """What quantization this load applies: ``{"method", "source": "load"|"checkpoint",
@@ -196,6 +157,8 @@ class TransformersEngine(Engine):
             quant.prepare_environment(found["method"])
             return {**found, "source": "checkpoint"}
         if requested is None:
+            if self.methods is not None:
+                self._check_method("none", "quantization")
             return None
         self._check_method(requested.method, "quantization")
         quant.require_library(requested, self.name or "transformers")
@@ -303,7 +266,7 @@ class TransformersEngine(Engine):
         )
         processors = LogitsProcessorList()
         if p.presence_penalty or p.frequency_penalty:
-            processors.append(_openai_penalties(p.presence_penalty, p.frequency_penalty, prompt_len))
+            processors.append(openai_penalties(p.presence_penalty, p.frequency_penalty, prompt_len))
         record = {k: v for k, v in config.items() if k not in ("return_dict_in_generate",)}
         if processors:
             record["logits_processor"] = {
@@ -383,7 +346,7 @@ class TransformersEngine(Engine):
 
             criteria.append(_EmulatedStops())
 
-        stamps = _Timestamps()
+        stamps = Timestamps()
         with self.torch.inference_mode(), self._seeded(p.seed):
             result = self.model_obj.generate(
                 input_ids=ids, attention_mask=mask, streamer=stamps,
@@ -418,16 +381,7 @@ class TransformersEngine(Engine):
         return min(len(tokens), p.max_tokens), "length", None
 
     def _logprobs(self, logits, row: int, tokens: list[int], top: int) -> list[TokenLogprob]:
-        torch = self.torch
-        out = []
-        for step, token in enumerate(tokens):
-            lp = torch.log_softmax(logits[step][row].float(), dim=-1)
-            alternatives = {}
-            if top:
-                values, indices = lp.topk(top)
-                alternatives = dict(zip(indices.tolist(), values.tolist()))
-            out.append(TokenLogprob(token, float(lp[token]), alternatives))
-        return out
+        return token_logprobs(self.torch, logits, row, tokens, top)
 
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
@@ -449,101 +403,9 @@ class TransformersEngine(Engine):
                 events.close()
 
     def _stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from .hf_steps import stream_steps
 
-        torch = self.torch
-        p = requests[0].params
-        n = p.n
-        rows = len(requests) * n
-        ids, mask, width = self._inputs(requests)
-        kwargs, record = self._generation_kwargs(p, width)
-        kwargs["generation_config"].output_logits = False
-        reported = [False] * len(requests)
-        steps: queue.Queue = queue.Queue()
-        cancelled = threading.Event()
-        failure: list[BaseException] = []
-        raw_logits: list = []  # the last position's logits of each forward pass
-
-        class _Cancel(StoppingCriteria):
-            def __call__(self, input_ids, scores, **_):
-                if cancelled.is_set():
-                    stop = [True] * rows
-                else:
-                    stop = [requests[row // n].aborted for row in range(rows)]
-                return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
-
-        def on_step(value) -> None:
-            if value is None:
-                steps.put(None)
-                return
-            tokens = value.tolist()
-            lps = None
-            if p.logprobs is not None and raw_logits:
-                logits = raw_logits.pop(0)
-                lps = [self._logprobs([logits], row, [tok], p.logprobs)[0]
-                       for row, tok in enumerate(tokens)]
-            steps.put((tokens, lps))
-
-        def capture(_module, _inputs, output) -> None:
-            raw_logits.append(output.logits[:, -1].detach())
-
-        def run() -> None:
-            hook = self.model_obj.register_forward_hook(capture) if p.logprobs is not None else None
-            try:
-                with torch.inference_mode(), self._seeded(p.seed):
-                    self.model_obj.generate(
-                        input_ids=ids, attention_mask=mask, streamer=_Timestamps(on_step),
-                        stopping_criteria=StoppingCriteriaList([_Cancel()]), **kwargs,
-                    )
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                failure.append(exc)
-                steps.put(None)
-            finally:
-                if hook is not None:
-                    hook.remove()
-
-        worker = threading.Thread(target=run, name="unillm-transformers", daemon=True)
-        worker.start()
-        terminators = set(kwargs["generation_config"].eos_token_id or ())
-        finished = [False] * rows
-        counts = [0] * rows
-        try:
-            while True:
-                step = steps.get()
-                if step is None:
-                    break
-                tokens, lps = step
-                for row, token in enumerate(tokens):
-                    if finished[row]:
-                        continue
-                    if requests[row // n].aborted:  # the core ends it; emit nothing more
-                        finished[row] = True
-                        continue
-                    counts[row] += 1
-                    finish = reason = None
-                    if token in terminators and counts[row] > p.min_tokens:
-                        finish = "stop"
-                        reason = token if token in p.stop_token_ids else None
-                    elif counts[row] >= p.max_tokens:
-                        finish = "length"
-                    if finish:
-                        finished[row] = True
-                    result = None
-                    if not reported[row // n]:  # what ran, once per request
-                        reported[row // n] = True
-                        result = EngineResult(received=dict(record))
-                    yield row // n, TokenEvent(
-                        row % n, (token,), finish_reason=finish, stop_reason=reason,
-                        logprobs=[lps[row]] if lps else None, result=result,
-                    )
-            if failure:
-                raise failure[0]
-            for row in range(rows):
-                if not finished[row]:
-                    yield row // n, TokenEvent(row % n, (), finish_reason="length")
-        finally:
-            cancelled.set()
-            worker.join()
+        return stream_steps(self, requests)
 
     def close(self) -> None:
         model = getattr(self, "model_obj", None)
@@ -555,44 +417,15 @@ class TransformersEngine(Engine):
 
 # -- quantized aliases ---------------------------------------------------------------------
 # `unillm.load("bnb", model)` is `unillm.load("transformers", model, quantization="nf4")`: the
-# same engine, with a default method and the methods of one library only. The canonical
-# spelling is the transformers engine with `quantization=`; these names are shortcuts whose
-# availability (`unillm engines`) also tells whether the library is installed.
-def _alias_options(name: str, default: str, methods: tuple[str, ...]) -> type[TransformersOptions]:
-    def check(cls, value: Any) -> Any:
-        parsed = quant.parse(value)
-        if parsed is None or parsed.method not in methods:
-            raise InvalidParameterError(
-                "quantization", getattr(parsed, "method", None),
-                f"engine {name!r} runs {', '.join(methods)}; use engine 'transformers' for "
-                "other methods or none", owner=f"{name} engine option",
-            )
-        return parsed
-
-    namespace = {
-        "__annotations__": {"quantization": QuantizationConfig},
-        "quantization": Field(QuantizationConfig(method=default),
-                              description=f"{' / '.join(methods)} (default {default}), or a "
-                              "QuantizationConfig / dict with knobs"),
-        "_parse_quantization": field_validator("quantization", mode="before")(classmethod(check)),
-        "__doc__": f"Options of the {name!r} engine: the transformers engine's, quantizing with "
-                   f"{', '.join(methods)}.",
-    }
-    return type(f"{name.capitalize()}Options", (TransformersOptions,), namespace)
-
-
-def _alias_engine(name: str, default: str, methods: tuple[str, ...]) -> type[TransformersEngine]:
-    return type(f"{name.capitalize()}Engine", (TransformersEngine,), {
-        "__doc__": f"The transformers engine quantizing with {', '.join(methods)}.",
-        "name": name,
-        "methods": methods,
-        "Options": _alias_options(name, default, methods),
-    })
-
-
-BnbEngine = _alias_engine("bnb", "nf4", ("nf4", "fp4", "int8"))
-GptqEngine = _alias_engine("gptq", "gptq", ("gptq",))
-TorchaoEngine = _alias_engine("torchao", "torchao-int8", ("torchao-int8",))
+# same engine class, registered again with `defaults=` and accepting the methods of one library
+# only. The canonical spelling is the transformers engine with `quantization=`; these names are
+# shortcuts whose availability (`unillm engines`) also tells whether the library is installed.
+ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "bnb": ("nf4", ("nf4", "fp4", "int8")),
+    "gptq": ("gptq", ("gptq",)),
+    "torchao": ("torchao-int8", ("torchao-int8",)),
+}
+"""Engine name -> (its default quantization method, the methods it accepts)."""
 
 
 @hookimpl
@@ -601,16 +434,19 @@ def unillm_register_engines(register) -> None:
         "transformers", TransformersEngine, requires=("torch", "transformers"),
         extra="transformers", description="Hugging Face transformers (model.generate)",
     )
+    alias = {name: {"quantization": default} for name, (default, _) in ALIASES.items()}
     register(
-        "bnb", BnbEngine, requires=("torch", "transformers", "bitsandbytes"), extra="bnb",
-        aliases=("bitsandbytes",),
+        "bnb", TransformersEngine, requires=("torch", "transformers", "bitsandbytes"),
+        extra="bnb", aliases=("bitsandbytes",), defaults=alias["bnb"],
         description="transformers + bitsandbytes: nf4 (default), fp4, int8",
     )
     register(
-        "gptq", GptqEngine, requires=("torch", "transformers", "gptqmodel", "optimum"),
-        extra="gptq", description="transformers + GPTQ (gptqmodel): 4-bit, calibrated on load",
+        "gptq", TransformersEngine, requires=("torch", "transformers", "gptqmodel", "optimum"),
+        extra="gptq", defaults=alias["gptq"],
+        description="transformers + GPTQ (gptqmodel): 4-bit, calibrated on load",
     )
     register(
-        "torchao", TorchaoEngine, requires=("torch", "transformers", "torchao"), extra="torchao",
+        "torchao", TransformersEngine, requires=("torch", "transformers", "torchao"),
+        extra="torchao", defaults=alias["torchao"],
         description="transformers + torchao: int8 weight-only",
     )

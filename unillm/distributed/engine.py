@@ -22,52 +22,26 @@ import logging
 import pickle
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from ..engine import Engine, EngineRequest, EngineResult, TokenEvent
-from ..errors import PartialBatchFailure
 from ..errors import EngineError, InvalidParameterError, UnillmError
 from ..timing import now
 from . import cluster
-from .balancer import Balancer, NoReplicaError
+from .balancer import Balancer
 from .settings import ReplicaSettings
-from .wire import Description, Reply, StreamBatch, WireRequest, from_replica, settle
+from .dispatch import BatchRun, Part, StreamRun, first_line, unwrap
+from .wire import Description, Reply
 
 log = logging.getLogger("unillm.distributed")
-
-REPLICA_WAIT_S = 300.0
-"""How long a call waits for a replica to come back when none is up (Ray is restarting them)."""
 
 ABORT_POLL_S = 0.05
 """How often a streaming batch looks for requests its caller aborted while waiting for tokens."""
 
 PENDING_WARN_S = 60.0
 """Replicas not up after this long: say which resources they wait for."""
-
-
-def _is_replica_failure(exc: BaseException) -> bool:
-    """True for a replica that died or cannot be reached; False for an error the engine raised
-    (Ray wraps those in RayTaskError), which fails the call as it would locally."""
-    from ray.exceptions import RayError, RayTaskError
-
-    return isinstance(exc, RayError) and not isinstance(exc, RayTaskError)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The engine's own exception out of Ray's RayTaskError wrapper."""
-    from ray.exceptions import RayTaskError
-
-    if isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None), BaseException):
-        return exc.cause
-    return exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 class _RemoteTokenizer:
@@ -94,199 +68,6 @@ class _RemoteTokenizer:
 
     def chat_text(self, messages) -> str:
         return self._call("chat_text", [dict(m) for m in messages])
-
-
-@dataclass
-class _Part:
-    """The requests of one call that one replica runs together (a batch, or a stream)."""
-
-    replica: int
-    indices: list[int]
-    cost: int
-    attempt: int
-    stream_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    finished: bool = False
-
-
-class _Dispatch:
-    """What batch and streaming calls share: the requests on the wire, and what failed.
-
-    The waiting (`ray.wait` or asyncio) is the caller's; everything else is in the
-    subclasses, once for the sync and the async path.
-    """
-
-    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
-        self.engine = engine
-        self.requests = list(requests)
-        self.wires = [WireRequest.of(r) for r in self.requests]
-        self.errors: dict[int, BaseException] = {}
-
-    def _spread(self, indices: list[int], attempt: int, exclude: frozenset[int]) -> list[_Part]:
-        """These requests placed on the least loaded replicas, one part per replica (counted
-        as outstanding work until released); requests no replica can take fail."""
-        try:
-            placed = self.engine.balancer.assign([self.wires[k].cost for k in indices], exclude,
-                                                 timeout=REPLICA_WAIT_S)
-        except NoReplicaError as exc:
-            for k in indices:
-                self.errors[k] = EngineError(self.engine.name, str(exc))
-            return []
-        groups: dict[int, list[int]] = {}
-        for k, replica in zip(indices, placed):
-            groups.setdefault(replica, []).append(k)
-        return [_Part(replica, ks, sum(self.wires[k].cost for k in ks), attempt)
-                for replica, ks in groups.items()]
-
-
-class _BatchRun(_Dispatch):
-    """One batch call: which part went where, what came back, what to retry."""
-
-    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
-        super().__init__(engine, requests)
-        self.start = now()
-        self.results: list[EngineResult | None] = [None] * len(self.requests)
-        self.engine_error: BaseException | None = None
-
-    def submit(self, indices: list[int], attempt: int = 0,
-               exclude: frozenset[int] = frozenset()) -> list[tuple[Any, _Part]]:
-        """Send these requests, split over the least loaded replicas; (ref, part) pairs."""
-        return [(self.engine.actors[part.replica].generate.remote(
-                    [self.wires[k] for k in part.indices]), part)
-                for part in self._spread(indices, attempt, exclude)]
-
-    def done(self, part: _Part, outcome: Reply | BaseException,
-             received_at: float) -> list[tuple[Any, _Part]]:
-        """Record one part's outcome; returns the parts re-sent (retries), if any."""
-        eng = self.engine
-        eng.balancer.release(part.replica, part.cost)
-        if isinstance(outcome, Reply):
-            for k, result in zip(part.indices, outcome.results):
-                self.results[k] = settle(result, received_at, outcome.busy, self.start,
-                                         part.replica)
-            return []
-        if not _is_replica_failure(outcome):
-            self.engine_error = self.engine_error or _unwrap(outcome)
-            return []
-        eng._replica_failed(part.replica, outcome)
-        if eng.settings.retry and part.attempt == 0:
-            log.warning("replica %d failed (%s); re-running its %d requests on another replica",
-                        part.replica, _first_line(outcome), len(part.indices))
-            return self.submit(part.indices, attempt=1, exclude=eng.balancer.avoid(part.replica))
-        error = eng._replica_error(part.replica, outcome, retried=part.attempt > 0)
-        for k in part.indices:
-            self.errors[k] = error
-        return []
-
-    def outcome(self) -> list[EngineResult]:
-        if self.engine_error is not None:
-            raise self.engine_error
-        if self.errors:
-            raise PartialBatchFailure(self.results, self.errors)
-        return self.results  # type: ignore[return-value]
-
-
-class _StreamRun(_Dispatch):
-    """One streaming call (one request, or a batch through `stream_batch`): which part
-    streams where, what reached the caller, what to retry."""
-
-    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
-        super().__init__(engine, requests)
-        self.delivered = [0] * len(self.requests)  # events handed to the caller
-        self.samples_done: list[set[int]] = [set() for _ in self.requests]
-        self.parts: list[_Part] = []
-        self.aborts_sent: set[int] = set()
-
-    def open(self, indices: list[int], attempt: int = 0,
-             exclude: frozenset[int] = frozenset()) -> list[tuple[Any, _Part]]:
-        """Start streaming these requests on the least loaded replicas: (ref, part) pairs,
-        each ref the part's first batch of events."""
-        opened = []
-        for part in self._spread(indices, attempt, exclude):
-            self.parts.append(part)
-            opened.append((self.engine.actors[part.replica].open_stream.remote(
-                part.stream_id, [self.wires[k] for k in part.indices]), part))
-        return opened
-
-    def _finish(self, part: _Part) -> None:
-        if not part.finished:
-            part.finished = True
-            self.engine.balancer.release(part.replica, part.cost)
-
-    def handle(self, part: _Part, batch: StreamBatch) -> tuple[list[tuple[int, TokenEvent]], Any]:
-        """The ``(request index, event)`` pairs to hand on, and the ref of the part's next
-        batch (None once it has ended)."""
-        events = []
-        for local, event in batch.events:
-            k = part.indices[local]
-            event = from_replica(event, part.replica)
-            self.delivered[k] += 1
-            if event.finish_reason is not None:
-                self.samples_done[k].add(event.index)
-            events.append((k, event))
-        if batch.done:
-            self._finish(part)
-            if batch.error is not None:
-                raise batch.error  # the engine's own error: fails the call as it would locally
-            return events, None
-        return events, self.engine.actors[part.replica].poll_stream.remote(part.stream_id)
-
-    def failed(self, part: _Part, exc: BaseException) -> list[tuple[Any, _Part]]:
-        """A call to the part's replica raised: re-open what may be retried, record the rest."""
-        self._finish(part)
-        if not _is_replica_failure(exc):
-            raise _unwrap(exc)
-        eng = self.engine
-        eng._replica_failed(part.replica, exc)
-        retry, lost = [], []
-        for k in part.indices:
-            if len(self.samples_done[k]) >= self.wires[k].params.n or k in self.aborts_sent:
-                continue  # it had ended: nothing lost
-            if eng.settings.retry and part.attempt == 0 and not self.delivered[k]:
-                retry.append(k)
-            else:
-                lost.append(k)
-        for k in lost:
-            extra = (f"{self.delivered[k]} of its stream events had already reached the caller, "
-                     "and a stream is retried only before its first token"
-                     if self.delivered[k] else "")
-            self.errors[k] = eng._replica_error(part.replica, exc, retried=part.attempt > 0,
-                                                extra=extra)
-        if not retry:
-            return []
-        log.warning("replica %d failed before %d streams' first token (%s); retrying on "
-                    "another replica", part.replica, len(retry), _first_line(exc))
-        return self.open(retry, attempt=1, exclude=eng.balancer.avoid(part.replica))
-
-    def send_aborts(self) -> None:
-        """Forward `EngineRequest.abort()` calls (made by the caller's thread) to replicas."""
-        for k, request in enumerate(self.requests):
-            if k in self.aborts_sent or not request.aborted:
-                continue
-            self.aborts_sent.add(k)
-            for part in self.parts:
-                if not part.finished and k in part.indices:
-                    self.engine.actors[part.replica].abort_stream.remote(
-                        part.stream_id, part.indices.index(k))
-
-    def close(self) -> None:
-        """The caller stopped, or the call ended: stop whatever still streams."""
-        for part in self.parts:
-            if not part.finished:
-                self._finish(part)
-                try:
-                    self.engine.actors[part.replica].cancel_stream.remote(part.stream_id)
-                except Exception:  # noqa: BLE001 - the replica may be gone: nothing to stop
-                    pass
-
-    def raise_errors(self) -> None:
-        """After every surviving request has ended: fail with what was lost, if anything."""
-        if not self.errors:
-            return
-        if len(self.requests) == 1:
-            raise self.errors[0]
-        failed = sorted(self.errors)
-        raise EngineError(self.engine.name, f"{len(failed)} of {len(self.requests)} streams "
-                          f"failed (requests {failed}): {self.errors[failed[0]]}")
 
 
 class ReplicatedEngine(Engine):
@@ -361,11 +142,11 @@ class ReplicatedEngine(Engine):
             try:
                 out.append(ray.get(ref))
             except Exception as exc:
-                cause = _unwrap(exc)
+                cause = unwrap(exc)
                 if isinstance(cause, UnillmError):
                     raise cause from None
                 raise EngineError(self.name, f"a replica failed to start: "
-                                  f"{_first_line(cause)}") from exc
+                                  f"{first_line(cause)}") from exc
         return out
 
     def _driver_tokenizer(self, desc: Description):
@@ -379,7 +160,7 @@ class ReplicatedEngine(Engine):
                 return pickle.loads(desc.tokenizer)
             except Exception as exc:  # noqa: BLE001 - e.g. transformers missing in the driver
                 log.warning("the replicas' tokenizer cannot be loaded here (%s); tokenizing "
-                            "through a replica instead (slower)", _first_line(exc))
+                            "through a replica instead (slower)", first_line(exc))
         return _RemoteTokenizer(self)
 
     # -- replica health --------------------------------------------------------------------
@@ -391,7 +172,7 @@ class ReplicatedEngine(Engine):
     def _replica_failed(self, replica: int, exc: BaseException) -> None:
         """Take the replica out of rotation and watch for Ray's restart of it."""
         if self.balancer.mark_down(replica):
-            log.warning("replica %d failed: %s", replica, _first_line(exc))
+            log.warning("replica %d failed: %s", replica, first_line(exc))
         with self._watch_lock:
             if replica in self._watching or self._closed:
                 return
@@ -413,7 +194,7 @@ class ReplicatedEngine(Engine):
                     return
                 except (ActorDiedError, RayTaskError) as exc:
                     # Restarts exhausted, or the restarted replica could not load its engine.
-                    log.error("replica %d is gone: %s", replica, _first_line(_unwrap(exc)))
+                    log.error("replica %d is gone: %s", replica, first_line(unwrap(exc)))
                     self.balancer.mark_gone(replica)
                     try:  # a replica that restarted without its engine still holds resources
                         ray.kill(self.actors[replica], no_restart=True)
@@ -434,7 +215,7 @@ class ReplicatedEngine(Engine):
         hint = "" if (self.settings.retry or extra) else "; pass retry=True to re-run such requests on another replica"
         error = EngineError(
             self.name,
-            f"{what} {replica} died while running this request ({_first_line(exc)}); "
+            f"{what} {replica} died while running this request ({first_line(exc)}); "
             f"{restart}{'; ' + extra if extra else ''}{hint}",
         )
         error.__cause__ = exc
@@ -443,7 +224,7 @@ class ReplicatedEngine(Engine):
     # -- batch -----------------------------------------------------------------------------
     def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         ray = cluster.import_ray()
-        run = _BatchRun(self, requests)
+        run = BatchRun(self, requests)
         pending = dict(run.submit(list(range(len(run.requests)))))
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -458,10 +239,10 @@ class ReplicatedEngine(Engine):
         return run.outcome()
 
     async def agenerate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
-        run = _BatchRun(self, requests)
+        run = BatchRun(self, requests)
         # submit may wait for a replica to come back: never on the event loop.
         sent = await asyncio.to_thread(run.submit, list(range(len(run.requests))))
-        tasks = {asyncio.ensure_future(_outcome(ref)): part for ref, part in sent}
+        tasks = {asyncio.ensure_future(_awaited(ref)): part for ref, part in sent}
         while tasks:
             finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             received_at = now()
@@ -474,7 +255,7 @@ class ReplicatedEngine(Engine):
                 else:
                     retried = run.done(part, outcome, received_at)
                 for ref, new_part in retried:
-                    tasks[asyncio.ensure_future(_outcome(ref))] = new_part
+                    tasks[asyncio.ensure_future(_awaited(ref))] = new_part
         return run.outcome()
 
     # -- streaming -------------------------------------------------------------------------
@@ -489,7 +270,7 @@ class ReplicatedEngine(Engine):
         A replica that dies ends only its requests: the others stream to their end, then the
         call raises `EngineError` naming the lost ones (the others' events were delivered)."""
         ray = cluster.import_ray()
-        run = _StreamRun(self, requests)
+        run = StreamRun(self, requests)
         # Per-request aborts (EngineRequest.abort) are checked between batches of events, at
         # least every ABORT_POLL_S.
         try:
@@ -513,12 +294,12 @@ class ReplicatedEngine(Engine):
             run.close()
 
     async def astream(self, request: EngineRequest) -> AsyncIterator[TokenEvent]:  # type: ignore[override]
-        run = _StreamRun(self, [request])
-        tasks: dict[asyncio.Future, _Part] = {}
+        run = StreamRun(self, [request])
+        tasks: dict[asyncio.Future, Part] = {}
         try:
             # open() may wait for a replica to come back: never on the event loop.
             for ref, part in await asyncio.to_thread(run.open, [0]):
-                tasks[asyncio.ensure_future(_outcome(ref))] = part
+                tasks[asyncio.ensure_future(_awaited(ref))] = part
             while tasks:
                 finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
@@ -526,13 +307,13 @@ class ReplicatedEngine(Engine):
                     outcome = task.result()
                     if isinstance(outcome, BaseException):
                         for ref, new_part in await asyncio.to_thread(run.failed, part, outcome):
-                            tasks[asyncio.ensure_future(_outcome(ref))] = new_part
+                            tasks[asyncio.ensure_future(_awaited(ref))] = new_part
                         continue
                     events, follow = run.handle(part, outcome)
                     for _, event in events:
                         yield event
                     if follow is not None:
-                        tasks[asyncio.ensure_future(_outcome(follow))] = part
+                        tasks[asyncio.ensure_future(_awaited(follow))] = part
             run.raise_errors()
         finally:
             for task in tasks:
@@ -577,7 +358,7 @@ class ReplicatedEngine(Engine):
         cluster.disconnect()
 
 
-async def _outcome(ref) -> Any:
+async def _awaited(ref) -> Any:
     """The value of a Ray ref, or the exception it raised (returned, not raised)."""
     try:
         return await asyncio.wrap_future(ref.future())

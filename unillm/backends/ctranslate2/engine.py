@@ -34,8 +34,6 @@ import atexit
 import json
 import logging
 import os
-import queue
-import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -58,7 +56,6 @@ from ...errors import EngineError, InvalidParameterError
 from ...params import SamplingParams
 from ...timing import now
 from .convert import ensure_converted, is_ctranslate2_model, read_metadata
-from .streaming import RowStream
 
 log = logging.getLogger("unillm.ctranslate2")
 
@@ -396,58 +393,9 @@ class CTranslate2Engine(Engine):
         """The batch's `generate_batch` calls (as `generate` splits them) run in a worker
         thread with the per-token callback, which hands each decoding step's tokens over
         together and stops a row once its request is aborted (see streaming.py)."""
-        if not requests or all(r.aborted for r in requests):
-            return
-        p = requests[0].params
-        calls, options = self._plan(requests)
-        end = self._end_ids(p)
-        position = {id(r): i for i, r in enumerate(requests)}
-        steps: queue.SimpleQueue = queue.SimpleQueue()
-        cancelled = threading.Event()
-        done = object()
+        from .streaming import stream_calls
 
-        def run(generator, rows: _Rows) -> None:
-            kwargs, record = self._call_kwargs(rows, options, p)
-            steps.put([(position[id(r)], TokenEvent(result=EngineResult(received=record)))
-                       for r in dict.fromkeys(rows.requests)])  # what runs, once per request
-            callback = RowStream(rows.requests, rows.samples,
-                                 [position[id(r)] for r in rows.requests],
-                                 [len(t) for t in rows.tokens], rows.prefix, end,
-                                 p.stop_token_ids, p.max_tokens, steps.put, cancelled)
-            generator.generate_batch(rows.tokens, callback=callback, **kwargs)
-            callback.flush()
-            silent = callback.unfinished()
-            if silent and not cancelled.is_set():
-                steps.put([(callback.positions[b],
-                            TokenEvent(rows.samples[b], (), finish_reason="length"))
-                           for b in silent])
-
-        def work() -> None:
-            try:
-                with self._generator_for(p) as generator:
-                    for rows in calls:
-                        if cancelled.is_set():
-                            break
-                        if not all(r.aborted for r in rows.requests):
-                            run(generator, rows)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                steps.put(exc)
-            finally:
-                steps.put(done)
-
-        worker = threading.Thread(target=work, name="unillm-ctranslate2", daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = steps.get()
-                if item is done:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield from item
-        finally:
-            cancelled.set()  # the next step's callback stops every row
-            worker.join()
+        return stream_calls(self, requests)
 
     def close(self) -> None:
         self._generator = None

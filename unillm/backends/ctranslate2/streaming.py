@@ -17,10 +17,14 @@ the start of the next step instead: later, never lost.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ...engine import EngineRequest, TokenEvent
+from ..._threads import pump
+from ...engine import EngineRequest, EngineResult, TokenEvent
+
+if TYPE_CHECKING:
+    from .engine import CTranslate2Engine, _Rows
 
 Emit = Callable[[list[tuple[int, TokenEvent]]], None]
 
@@ -103,3 +107,45 @@ class RowStream:
         by their caller (CTranslate2 ended them on its own): they end as ``length``."""
         return [b for b in range(len(self.requests))
                 if not self.finished[b] and not self.requests[b].aborted]
+
+
+def stream_calls(engine: CTranslate2Engine,
+                 requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
+    """The batch's `generate_batch` calls (as `generate` splits them) in a worker thread, each
+    with a `RowStream` callback; ``(request index, event)`` pairs as steps complete, each
+    request's first event reporting what its call got."""
+    if not requests or all(r.aborted for r in requests):
+        return
+    p = requests[0].params
+    calls, options = engine._plan(requests)
+    end = engine._end_ids(p)
+    position = {id(r): i for i, r in enumerate(requests)}
+    def run(generator, rows: _Rows, put, cancelled) -> None:
+        kwargs, record = engine._call_kwargs(rows, options, p)
+        put([(position[id(r)], TokenEvent(result=EngineResult(received=record)))
+             for r in dict.fromkeys(rows.requests)])  # what runs, once per request
+        callback = RowStream(rows.requests, rows.samples,
+                             [position[id(r)] for r in rows.requests],
+                             [len(t) for t in rows.tokens], rows.prefix, end,
+                             p.stop_token_ids, p.max_tokens, put, cancelled)
+        generator.generate_batch(rows.tokens, callback=callback, **kwargs)
+        callback.flush()
+        silent = callback.unfinished()
+        if silent and not cancelled.is_set():
+            put([(callback.positions[b], TokenEvent(rows.samples[b], (), finish_reason="length"))
+                 for b in silent])
+
+    def work(put, cancelled) -> None:
+        with engine._generator_for(p) as generator:
+            for rows in calls:
+                if cancelled.is_set():
+                    break
+                if not all(r.aborted for r in rows.requests):
+                    run(generator, rows, put, cancelled)
+
+    steps = pump(work, name="unillm-ctranslate2")
+    try:  # closing cancels: the next step's callback stops every row
+        for items in steps:
+            yield from items
+    finally:
+        steps.close()
