@@ -155,6 +155,7 @@ class EngineSequence:
     token_times: list[float] | None = None
     logprobs: list[TokenLogprob] | None = None
     output_tokens: int | None = None  # text engines: the server's count of generated tokens
+    mask_s: float | None = None  # with `structured`: time spent computing this sample's masks
 
 
 @dataclass
@@ -175,6 +176,7 @@ class EngineResult:
     received: Mapping[str, Any] = field(default_factory=dict)
     prompt_tokens: int | None = None
     ttft: float | None = None
+    compile_s: float | None = None  # with `structured`: compiling the constraint (0 if cached)
 
 
 @dataclass

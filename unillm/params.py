@@ -15,6 +15,7 @@ import annotated_types
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InvalidParameterError, from_validation_error
+from .structured import Structured, as_structured
 
 SEED_MAX = 2**32 - 1  # the largest seed every engine accepts (llama.cpp's is 32-bit)
 
@@ -107,6 +108,10 @@ class SamplingParams(BaseModel):
         None, ge=0, le=20, description="Return the log-probability of each generated token and "
         "of this many top alternatives; None means none.",
     )
+    structured: Annotated[Structured | None, BeforeValidator(as_structured)] = Field(
+        None, description="Constrain the text to a JSON schema, a regex, one of several "
+        "choices or a grammar (docs/structured.md); None means unconstrained.",
+    )
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -149,6 +154,9 @@ def allowed_values(name: str) -> str:
         return "true or false"
     if name == "min_tokens":
         return "an integer with 0 <= min_tokens <= max_tokens"
+    if name == "structured":
+        return ("None, or a Structured (or dict) with exactly one of json_schema, regex, "
+                "choice, grammar")
     lower = upper = None
     lower_op = upper_op = ""
     for meta in info.metadata:

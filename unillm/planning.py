@@ -23,6 +23,13 @@ EMULATION_NOTES = {
 }
 
 
+NOT_EMULATED = {
+    "structured": "this engine has no way to constrain its tokens; the transformers, llamacpp "
+    "and vllm engines constrain natively (docs/structured.md has the table)",
+}
+"""Why a field cannot be emulated, where a reason helps the caller choose another engine."""
+
+
 @dataclass(frozen=True)
 class Plan:
     """How one prompt is run: the params the engine gets, and what unillm adds around it."""
@@ -41,13 +48,20 @@ def plan(
     params: SamplingParams, caps: Capabilities, engine: str, eos_token_ids: frozenset[int]
 ) -> Plan:
     emulated: list[str] = []
+    if params.structured is not None:
+        for name in ("ignore_eos", "min_tokens"):
+            value = getattr(params, name)
+            if value:
+                raise UnsupportedParameterError(
+                    engine, name, value, "together with `structured`: it would force tokens "
+                    "past the constraint's end, so the output could not be valid")
     for name, value in params.non_default_fields().items():
         if name in caps.params:
             continue
         if name in EMULATED_BY_CORE:
             emulated.append(name)
             continue
-        raise UnsupportedParameterError(engine, name, value)
+        raise UnsupportedParameterError(engine, name, value, NOT_EMULATED.get(name, ""))
 
     if not caps.token_ids:
         # Text engines (HTTP servers) send text, not ids: unillm can match stop strings in it,

@@ -45,6 +45,10 @@ class Timing:
     output_tokens: int
     source: TimingSource
     ttft_override: float | None = field(default=None, repr=False)
+    grammar_compile_s: float | None = None
+    """With a `structured` constraint: seconds compiling it for this call (its cache hit: ~0)."""
+    grammar_mask_s: float | None = None
+    """With a `structured` constraint: seconds spent computing this sample's token masks."""
 
     @property
     def ttft(self) -> float | None:
@@ -88,6 +92,8 @@ class Timing:
             "output_tokens": self.output_tokens,
             "tokens_per_s": self.tokens_per_s,
             "source": self.source,
+            "grammar_compile_s": self.grammar_compile_s,
+            "grammar_mask_s": self.grammar_mask_s,
         }
 
 

@@ -59,6 +59,43 @@ def openai_penalties(presence: float, frequency: float, prompt_len: int):
 
 
 
+def constrained_logits(matchers, prompt_len: int):
+    """A logits processor masking each row to what its constraint allows next (after
+    advancing the row's matcher by the token sampled at the previous step)."""
+    from transformers import LogitsProcessor
+
+    from ..grammars import mask_logits_torch
+
+    class Constrained(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            last = input_ids[:, -1].tolist() if input_ids.shape[1] > prompt_len else None
+            mask_logits_torch(scores, matchers, last)
+            return scores
+
+    return Constrained()
+
+
+def sampling_warpers(p) -> list:
+    """transformers' own sampling warpers for `p`, in generate's order, to run after a mask."""
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warpers: list = []
+    if p.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(p.temperature))
+    if p.top_k:
+        warpers.append(TopKLogitsWarper(p.top_k))
+    if p.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(p.top_p))
+    if p.min_p:
+        warpers.append(MinPLogitsWarper(p.min_p))
+    return warpers
+
+
 def token_logprobs(torch, logits, row: int, tokens: list[int], top: int) -> list[TokenLogprob]:
     """Each token's log-probability in row `row` of the per-step `logits`, with the `top`
     most likely alternatives."""
@@ -86,6 +123,7 @@ def stream_steps(engine: TransformersEngine,
     ids, mask, width = engine._inputs(requests)
     kwargs, record = engine._generation_kwargs(p, width)
     kwargs["generation_config"].output_logits = False
+    engine._constrain(kwargs, record, p, rows, width)
     reported = [False] * len(requests)
     raw_logits: list = []  # the last position's logits of each forward pass
 

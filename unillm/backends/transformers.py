@@ -276,6 +276,31 @@ class TransformersEngine(Engine):
         kwargs = {"generation_config": GenerationConfig(**config), "logits_processor": processors}
         return kwargs, record
 
+    def _constrain(self, kwargs: dict[str, Any], record: dict[str, Any], p, rows: int,
+                   prompt_len: int):
+        """With `structured`: one grammar matcher per row and a logits processor that masks
+        each row to the tokens its constraint allows. transformers runs its own sampling
+        warpers (temperature, top-k/p, min-p) before any processor passed in, and a mask after
+        top-k could leave no token, so here they run after the mask instead, in the same order.
+        Returns the matchers (None without a constraint)."""
+        if p.structured is None:
+            return None
+        from .. import grammars
+        from .hf_steps import constrained_logits, sampling_warpers
+
+        vocab = self.model_obj.get_output_embeddings().weight.shape[0]
+        matchers = grammars.matchers(p.structured, self.tokenizer, rows, vocab)
+        processors = kwargs["logits_processor"]
+        processors.append(constrained_logits(matchers, prompt_len))
+        config = kwargs["generation_config"]
+        if config.do_sample:
+            processors.extend(sampling_warpers(p))
+            config.temperature, config.top_k, config.top_p, config.min_p = 1.0, 0, 1.0, None
+        record["structured"] = {"kind": p.structured.kind, "library": grammars.LIBRARY,
+                                "version": grammars.library_version(),
+                                "warpers_after_mask": bool(config.do_sample)}
+        return matchers
+
     def _seeded(self, seed: int | None):
         torch = self.torch
         if seed is None:
@@ -319,8 +344,9 @@ class TransformersEngine(Engine):
         n = p.n
         ids, mask, width = self._inputs(requests)
         kwargs, record = self._generation_kwargs(p, width)
-
         rows = len(requests) * n
+        matchers = self._constrain(kwargs, record, p, rows, width)
+
         hook_len: dict[int, int] = {}
         criteria = StoppingCriteriaList()
         if any(r.trackers for r in requests):
@@ -363,9 +389,11 @@ class TransformersEngine(Engine):
                 token_times=stamps.times[:length],
                 logprobs=self._logprobs(logits, row, tokens[:length], p.logprobs)
                 if logits is not None else None,
+                mask_s=matchers[row].mask_s if matchers else None,
             )
             if row % n == 0:
-                out.append(EngineResult(received=dict(record)))
+                out.append(EngineResult(received=dict(record), compile_s=matchers[0].compiled
+                                        .compile_s if matchers else None))
             out[-1].samples.append(seq)
         return out
 

@@ -115,7 +115,8 @@ class VllmEngine(Engine):
         "max_num_batched_tokens": Knob("int", 256, 16384, log=True, help="tokens per engine step"),
         "enforce_eager": Knob("choice", choices=(True, False)),
     }
-    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True)
+    capabilities = Capabilities(params=ALL_FIELDS - {"structured"}, batch_params="per_request",
+                                concurrent=True)
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)

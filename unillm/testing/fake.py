@@ -58,6 +58,19 @@ class ByteTokenizer:
     def chat_token_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         return self.encode(self.chat_text(messages))
 
+    def llguidance_tokenizer(self):
+        """This vocabulary for llguidance (structured output): each byte a token."""
+        import llguidance
+
+        tokens = [bytes([i]) for i in range(256)] + [b"<s>", b"</s>"]
+        wrapper = type("ByteVocab", (), {
+            "eos_token_id": EOS, "bos_token_id": BOS, "tokens": tokens,
+            "special_token_ids": [BOS, EOS], "is_tokenizer_wrapper": True,
+            "__call__": lambda self, text: list(text.encode("utf-8") if isinstance(text, str)
+                                                else text),
+        })()
+        return llguidance.LLTokenizer(llguidance.TokenizerWrapper(wrapper), slices=[])
+
 
 class FakeOptions(EngineOptions):
     eos_odds: float = Field(0.02, ge=0.0, le=1.0,
@@ -72,7 +85,7 @@ class FakeEngine(Engine):
     Options = FakeOptions
     capabilities = Capabilities(
         params=frozenset({"max_tokens", "temperature", "top_k", "seed", "ignore_eos",
-                          "stop_token_ids"}),
+                          "stop_token_ids", "structured"}),
         batch_params="per_request", stop_hook=True,
     )
 
@@ -94,7 +107,8 @@ class FakeEngine(Engine):
               rng: random.Random) -> int:
         if temperature == 0:
             return max(range(len(scores)), key=lambda i: (scores[i], -i))
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: top_k or len(scores)]
+        order = [i for i in sorted(range(len(scores)), key=lambda i: -scores[i])
+                 if scores[i] > -math.inf][: top_k or len(scores)]
         top = scores[order[0]]
         weights = [math.exp((scores[i] - top) / temperature) for i in order]
         return rng.choices(order, weights)[0]
@@ -105,9 +119,19 @@ class FakeEngine(Engine):
         rng = random.Random(p.seed if p.seed is None else p.seed * 1_000_003 + index)
         context = list(request.prompt_token_ids or ())
         ends = set(p.stop_token_ids) | (set() if p.ignore_eos else {EOS})
+        matcher = None
+        if p.structured is not None:
+            from ..grammars import matchers
+
+            (matcher,) = matchers(p.structured, self.tokenizer, 1, VOCAB)
         for count in range(1, p.max_tokens + 1):
             scores = self._scores(context)
+            if matcher is not None:  # the grammar engine's mask, as a real engine applies it
+                allowed = set(matcher.allowed_ids())
+                scores = [sc if i in allowed else -math.inf for i, sc in enumerate(scores)]
             token = self._pick(scores, p.temperature, p.top_k, rng)
+            if matcher is not None:
+                matcher.advance(token)
             context.append(token)
             if token in ends:
                 yield token, "stop"
