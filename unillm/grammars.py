@@ -179,6 +179,19 @@ class RowMatcher:
         self.mask_s += now() - start
         self.steps += 1
 
+    def allowed_numpy(self, vocab: int):
+        """The allowed next tokens as a boolean numpy array of `vocab` entries."""
+        import numpy as np
+
+        start = now()
+        mask = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
+        allowed = np.unpackbits(mask, bitorder="little")[:vocab].astype(bool)
+        if len(allowed) < vocab:  # ids beyond the grammar's vocabulary are never allowed
+            allowed = np.concatenate([allowed, np.zeros(vocab - len(allowed), dtype=bool)])
+        self.mask_s += now() - start
+        self.steps += 1
+        return allowed
+
     def allowed_ids(self) -> list[int]:
         """The allowed next token ids (for engines without tensors)."""
         start = now()

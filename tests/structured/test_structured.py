@@ -53,7 +53,10 @@ REGEXES = [r"[a-z]{3,6}@[a-z]{2,4}\.(com|org)", r"(yes|no), because [a-zé ]{1,1
            r"[0-9]{4}-[0-9]{2}-[0-9]{2}"]
 CHOICES = [["positive", "negative", "neutral"], ["日本", "中国", "한국"]]
 PROMPTS = ["Write JSON:", "The answer is", "über"]
-ENGINES = ["fake", "transformers"]
+ENGINES = ["fake", "transformers", "llamacpp", "vllm"]
+OPTIONS = {"transformers": {"dtype": "float32"},
+           "llamacpp": {"quantization": "f32", "kv_cache_type": "f32"},
+           "vllm": {"dtype": "float32", "enforce_eager": True}}
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -61,8 +64,8 @@ def gen(request, tiny_llama):
     if request.param == "fake":
         g = unillm.Generator(FakeEngine(), engine_name="fake", model="fake")
     else:
-        require_engine("transformers")
-        g = unillm.load("transformers", tiny_llama, dtype="float32")
+        require_engine(request.param)
+        g = unillm.load(request.param, tiny_llama, **OPTIONS[request.param])
     yield g
     g.close()
 

@@ -35,7 +35,7 @@ from ..engine import (
     Knob,
     TokenEvent,
 )
-from ..errors import EngineError, InvalidParameterError, UnknownParameterError
+from ..errors import EngineError, InvalidParameterError, UnknownParameterError, UnsupportedParameterError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
 from ..results import TokenLogprob
@@ -103,6 +103,10 @@ FORCED = {
     # Per-request timing (first-token time) needs vLLM's stats; their periodic log lines are
     # switched off after loading.
     "disable_log_stats": False,
+    # Structured output: the grammar engine of every other in-process engine (llguidance, the
+    # same version: unillm/grammars.py), and JSON compact (unillm's default whitespace); vLLM
+    # sets whitespace per engine, not per request, so "flexible" is refused here.
+    "structured_outputs_config": {"backend": "guidance", "disable_any_whitespace": True},
 }
 
 
@@ -115,8 +119,7 @@ class VllmEngine(Engine):
         "max_num_batched_tokens": Knob("int", 256, 16384, log=True, help="tokens per engine step"),
         "enforce_eager": Knob("choice", choices=(True, False)),
     }
-    capabilities = Capabilities(params=ALL_FIELDS - {"structured"}, batch_params="per_request",
-                                concurrent=True)
+    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True)
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)
@@ -254,11 +257,35 @@ class VllmEngine(Engine):
             detokenize=bool(p.stop),
         )
         record = {**args, "output_kind": kind.name}
+        if p.structured is not None:
+            args["structured_outputs"], record["structured_outputs"] = self._structured(p)
         hit = (self.vllm.SamplingParams(**args, output_kind=kind), record)
         if len(self._params_cache) > 256:
             self._params_cache.clear()
         self._params_cache[key] = hit
         return hit
+
+    def _structured(self, p: SamplingParams) -> tuple[Any, dict[str, Any]]:
+        """vLLM's StructuredOutputsParams for the constraint (its guidance backend runs the same
+        llguidance grammar as unillm/grammars.py), and the record of it."""
+        from vllm.sampling_params import StructuredOutputsParams
+
+        from ..grammars import compile_constraint
+
+        s = p.structured
+        compile_constraint(s, self.tokenizer)  # the same checks (and errors) as other engines
+        if s.whitespace != "compact":
+            raise UnsupportedParameterError(
+                "vllm", "structured.whitespace", s.whitespace,
+                "vLLM sets JSON whitespace per engine, not per request; unillm starts it compact")
+        kind = {"json_schema": "json"}.get(s.kind, s.kind)
+        value = getattr(s, s.kind)
+        if s.kind == "json_schema" and value is True:
+            value = {}
+        if s.kind == "choice":
+            value = list(value)
+        return (StructuredOutputsParams(**{kind: value}),
+                {kind: value, "backend": "guidance", "disable_any_whitespace": True})
 
     def _items(
         self, requests: Sequence[EngineRequest], kind: Any, arrival: float | None = None

@@ -111,7 +111,7 @@ class LlamaCppEngine(Engine):
         params=frozenset({
             "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
             "presence_penalty", "frequency_penalty", "seed", "stop_token_ids", "min_tokens",
-            "ignore_eos", "logprobs",
+            "ignore_eos", "logprobs", "structured",
         }),
         batch_params="per_request",
         stop_hook=True,
@@ -254,6 +254,11 @@ class LlamaCppEngine(Engine):
         self._check_prompt(prompt)
         terminators = set(p.stop_token_ids) | (set() if p.ignore_eos else set(self.eos_ids))
         blocked = sorted(terminators) if p.min_tokens else []
+        matcher = None
+        if p.structured is not None:  # unillm's grammar engine, masking llama.cpp's logits
+            from unillm.grammars import matchers
+
+            (matcher,) = matchers(p.structured, self.tokenizer, 1, self.n_vocab)
         llm = self.llm
         with SamplerChain(p, n_vocab=self.n_vocab, window=self.context_length,
                           prompt_ids=prompt) as chain:
@@ -267,13 +272,17 @@ class LlamaCppEngine(Engine):
             llm.eval(prompt)
             for count in range(1, p.max_tokens + 1):
                 raw = None
-                if p.logprobs is not None or (blocked and count <= p.min_tokens):
+                if p.logprobs is not None or (blocked and count <= p.min_tokens) or matcher:
                     logits = self._logits()
                     if p.logprobs is not None:
                         raw = logits.copy()
                     if blocked and count <= p.min_tokens:
                         logits[blocked] = -math.inf
+                    if matcher is not None:
+                        logits[~matcher.allowed_numpy(self.n_vocab)] = -math.inf
                 token = chain.sample(llm._ctx.ctx)
+                if matcher is not None:
+                    matcher.advance(token)
                 step = _Step(token, now())
                 if raw is not None:
                     step.logprob = self._logprob(raw, token, p.logprobs or 0)

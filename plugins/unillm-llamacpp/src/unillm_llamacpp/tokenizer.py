@@ -61,6 +61,26 @@ class GGUFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
+    def llguidance_tokenizer(self):
+        """This vocabulary for unillm's grammar engine (structured output): each token's bytes,
+        control tokens (no bytes) marked special."""
+        import llguidance
+
+        tokens = [self._piece(i) for i in range(self.vocab_size)]
+        special = [i for i, t in enumerate(tokens) if not t] + sorted(self.eos_token_ids)
+        eos = min(self.eos_token_ids) if self.eos_token_ids else 0
+        tokens = [t or f"<|special_{i}|>".encode() for i, t in enumerate(tokens)]
+        llm = self.llm
+        wrapper = type("GGUFVocab", (), {
+            "eos_token_id": eos, "bos_token_id": None, "tokens": tokens,
+            "special_token_ids": sorted(set(special)), "is_tokenizer_wrapper": True,
+            "__call__": lambda self, text: llm.tokenize(
+                text if isinstance(text, bytes) else text.encode("utf-8"),
+                add_bos=False, special=False),
+        })()
+        return llguidance.LLTokenizer(llguidance.TokenizerWrapper(wrapper),
+                                      eos_token=sorted(self.eos_token_ids) or None)
+
     def decode(self, ids: Sequence[int]) -> str:
         return b"".join(self._piece(int(i)) for i in ids).decode("utf-8", errors="replace")
 
