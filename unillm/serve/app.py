@@ -181,7 +181,7 @@ def create_app(gen: Generator, config: ServeConfig, *, owns_generator: bool = Fa
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
         if not schema:
-            schema.update(build_openapi(app))
+            schema.update(build_openapi(app, config.served_model_name))
         return JSONResponse(schema)
 
     @app.get("/health")

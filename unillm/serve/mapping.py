@@ -48,7 +48,8 @@ def completion_params(req: CompletionRequest, config: ServeConfig) -> Mapped:
     values, names = _common(req)
     if req.logprobs is not None:
         values["logprobs"] = req.logprobs
-    max_tokens = req.max_tokens if req.max_tokens is not None else config.completion_max_tokens
+    max_tokens = req.max_tokens if req.max_tokens is not None else min(
+        config.completion_max_tokens, config.max_tokens_cap)
     mapped = _build(req, values, names, "max_tokens", max_tokens, config)
     mapped.max_tokens_sent = req.max_tokens is not None
     return mapped

@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from ..params import SamplingParams
 from .schemas import (
     ChatRequest,
     CompletionRequest,
@@ -128,6 +129,7 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "/version": VersionResponse,
     "/health": HealthResponse,
 }
+SAMPLING_ALIASES = {"max_completion_tokens": "max_tokens", "top_logprobs": "logprobs"}
 STREAMING = frozenset({"/v1/completions", "/v1/chat/completions"})
 ERRORS = {"400": "invalid request: the message and param name the field",
           "401": "missing or invalid API key", "404": "unknown model or route",
@@ -135,13 +137,32 @@ ERRORS = {"400": "invalid request: the message and param name the field",
           "500": "a server fault (an engine failure)", "503": "the engine is closed"}
 
 
-def build_openapi(app: FastAPI) -> dict[str, Any]:
+def build_openapi(app: FastAPI, served_model_name: str) -> dict[str, Any]:
+    """The document; `model` fields are declared as the one name served, which is true of
+    this server (any other is a 404) and lets generated requests reach the engine."""
     doc = get_openapi(title="unillm serve", version=app.version, routes=app.routes,
                       description="OpenAI-compatible API over one unillm Generator.")
     models = [(m, "validation") for m in {*REQUESTS.values(), *RESPONSES.values(),
                                           ErrorResponse}]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
-    doc.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(defs.get("$defs", {}))
+    sampling = SamplingParams.model_json_schema()["properties"]
+    for name in (m.__name__ for m in REQUESTS.values()):
+        props = schemas[name]["properties"]
+        for key, value in list(props.items()):
+            # Sampling fields are typed Any in the request models (SamplingParams validates
+            # them); declare SamplingParams' own types and ranges, or null.
+            source = SAMPLING_ALIASES.get(key, key)
+            if source in sampling and not set(value) - {"title", "default"}:
+                declared = {k: v for k, v in sampling[source].items()
+                            if k not in ("default", "title")}
+                props[key] = {"anyOf": [declared, {"type": "null"}], "default": None}
+        field = props["model"]
+        served = {"type": "string", "enum": [served_model_name]}
+        schemas[name]["properties"]["model"] = (
+            {"anyOf": [served, {"type": "null"}], "default": None} if "anyOf" in field
+            else served)
 
     def ref(model: type[BaseModel]) -> dict[str, str]:
         return {"$ref": f"#/components/schemas/{model.__name__}"}

@@ -263,7 +263,7 @@ def unknown_field(schema: type[BaseModel], loc: tuple[Any, ...]) -> APIError:
     fields that can take effect (not those always refused)."""
     name = error_location(loc)
     accepted = accepted_fields(schema) if len(loc) == 1 else []
-    close = difflib.get_close_matches(str(loc[-1]), accepted or list(schema.model_fields), n=1)
+    close = difflib.get_close_matches(str(loc[-1]), accepted, n=1)  # top level only
     hint = f" Did you mean {close[0]!r}?" if close else ""
     listing = f" This endpoint accepts: {', '.join(accepted)}" if accepted else ""
     return bad_request(f"unknown field {name!r}.{hint}{listing}", name, "unknown_field")
