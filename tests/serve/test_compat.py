@@ -215,3 +215,21 @@ def test_a_template_that_refuses_the_messages_is_a_400(hf_generator):
     with running_server(hf_generator, chat_template=template) as live:
         error = error_of(live, "/v1/chat/completions", CHAT)
         assert error["param"] == "messages" and "roles must alternate" in error["message"]
+
+
+def test_the_openai_client_sends_vllm_extras_through_extra_body(server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+    out = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0,
+        stream=True, stream_options={"include_usage": True},
+        extra_body={"include_stop_str_in_output": True, "skip_special_tokens": True,
+                    "spaces_between_special_tokens": True, "add_special_tokens": False,
+                    "chat_template_kwargs": {}, "add_generation_prompt": True,
+                    "continue_final_message": False, "top_k": 20, "min_p": 0.05,
+                    "ignore_eos": True})
+    chunks = list(out)
+    assert chunks[-1].usage.completion_tokens == 4
+    with pytest.raises(openai.BadRequestError) as info:  # a 400: the client does not retry
+        client.completions.create(model=MODEL, prompt="a", extra_body={"prompt_logprobs": 1})
+    assert info.value.body["param"] == "prompt_logprobs"
