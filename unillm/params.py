@@ -9,15 +9,42 @@ validation messages and the documentation table (`parameter_table`).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import annotated_types
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import InvalidParameterError, from_validation_error
 from .structured import Structured, as_structured
 
 SEED_MAX = 2**32 - 1  # the largest seed every engine accepts (llama.cpp's is 32-bit)
+
+GREEDY_EPS = 1e-5
+"""Below this, `temperature` and `top_p` mean greedy decoding (vLLM's `_SAMPLING_EPS`).
+
+Dividing logits by a temperature of 1e-40 overflows float32 (transformers then raises on the
+inf/nan probabilities, CTranslate2 returns empty text), and a top_p of 5e-324 is 0 in float32
+(CTranslate2 refuses it). Both limits mean the same as greedy decoding: a temperature -> 0
+concentrates all probability on the argmax, and a top_p smaller than the most likely token's
+probability (at least 1/vocabulary size) keeps only that token. So such values are made
+greedy here, once, for every engine, instead of reaching engines that compute in float32.
+"""
+
+REPETITION_PENALTY_MIN = 1e-5
+"""The smallest repetition penalty sent to an engine; smaller values are raised to it.
+
+A penalty divides positive logits; 5e-324 is 0 in float32 (a division by zero in
+transformers, refused by CTranslate2). From 1e-5 down the penalty already makes every
+repeated token win outright, so raising it changes no choice of token.
+"""
 
 
 def _as_tuple(value: Any) -> Any:
@@ -52,6 +79,10 @@ class SamplingParams(BaseModel):
     - `n > 1` returns n samples of the same prompt. With `seed`, the result is reproducible for
       the same engine, model, prompt and parameters.
 
+    - numerically safe on every engine: a `temperature` or `top_p` below `GREEDY_EPS` (1e-5)
+      is greedy decoding (stored as ``temperature=0, top_p=1``), and a `repetition_penalty`
+      below `REPETITION_PENALTY_MIN` is raised to it; see those constants for why.
+
     An out-of-range value raises `InvalidParameterError` naming the field, the value and the
     allowed range; an unknown field raises `UnknownParameterError`.
     """
@@ -61,11 +92,13 @@ class SamplingParams(BaseModel):
     max_tokens: int = Field(256, ge=1, description="Most tokens to generate per sample.")
     temperature: float = Field(
         1.0, ge=0.0, le=100.0, allow_inf_nan=False,
-        description="Softmax temperature; 0 means greedy (argmax) decoding.",
+        description="Softmax temperature; 0 means greedy (argmax) decoding, and so does any "
+        "value below 1e-5 (stored as 0).",
     )
     top_p: float = Field(
         1.0, gt=0.0, le=1.0, description="Nucleus sampling: keep the smallest set of tokens whose "
-        "probability reaches top_p; 1 means off.",
+        "probability reaches top_p; 1 means off; below 1e-5 it keeps only the most likely token, "
+        "which is greedy decoding (stored as temperature 0, top_p 1).",
     )
     top_k: int | None = Field(
         None, ge=1, description="Keep only the k most likely tokens; None means off."
@@ -77,7 +110,7 @@ class SamplingParams(BaseModel):
     repetition_penalty: float = Field(
         1.0, gt=0.0, le=10.0, allow_inf_nan=False,
         description="Multiplicative penalty on tokens already in prompt or output (CTRL paper, "
-        "as transformers and vLLM apply it); 1 means off.",
+        "as transformers and vLLM apply it); 1 means off; values below 1e-5 are raised to 1e-5.",
     )
     presence_penalty: float = Field(
         0.0, ge=-2.0, le=2.0, description="Subtracted from the logit of every token already "
@@ -118,6 +151,24 @@ class SamplingParams(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise _translate(exc) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numerically_safe(cls, data: Any) -> Any:
+        """The one place where tiny values become what they mean (see `GREEDY_EPS`)."""
+        if not isinstance(data, dict):
+            return data
+
+        def tiny(name: str, limit: float) -> bool:
+            value = data.get(name)
+            return (isinstance(value, float) and math.isfinite(value)
+                    and 0.0 < value < limit)
+
+        if tiny("temperature", GREEDY_EPS) or tiny("top_p", GREEDY_EPS):
+            data = {**data, "temperature": 0.0, "top_p": 1.0}
+        if tiny("repetition_penalty", REPETITION_PENALTY_MIN):
+            data = {**data, "repetition_penalty": REPETITION_PENALTY_MIN}
+        return data
 
     @model_validator(mode="after")
     def _min_tokens_within_max(self) -> SamplingParams:

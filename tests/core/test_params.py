@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import unillm
 from unillm import SamplingParams
-from unillm.params import SEED_MAX, parameter_table
+from unillm.params import GREEDY_EPS, REPETITION_PENALTY_MIN, SEED_MAX, parameter_table
 
 # field -> (inclusive lower, inclusive upper, lower open?, is_int); None = unbounded
 BOUNDS = {
@@ -40,6 +40,20 @@ numbers = st.one_of(
 )
 
 
+def normalised(field, value):
+    """What SamplingParams stores: tiny temperature/top_p are greedy, a tiny
+    repetition_penalty is raised to its floor (the numerically safe rule)."""
+    tiny = isinstance(value, float) and 0.0 < value < GREEDY_EPS
+    if field == "temperature" and tiny:
+        return 0.0
+    if field == "top_p" and tiny:
+        return 1.0
+    if field == "repetition_penalty" and isinstance(value, float) and 0.0 < value < \
+            REPETITION_PENALTY_MIN:
+        return REPETITION_PENALTY_MIN
+    return value
+
+
 @given(field=st.sampled_from(sorted(BOUNDS)), value=numbers)
 def test_every_numeric_field_accepts_exactly_its_range(field, value):
     is_int = BOUNDS[field][3]
@@ -48,7 +62,7 @@ def test_every_numeric_field_accepts_exactly_its_range(field, value):
     valid = inside(field, value)
     if valid:
         p = SamplingParams(**{field: value})
-        assert getattr(p, field) == value
+        assert getattr(p, field) == normalised(field, value)
     else:
         with pytest.raises(unillm.InvalidParameterError) as info:
             SamplingParams(**{field: value})
@@ -57,6 +71,15 @@ def test_every_numeric_field_accepts_exactly_its_range(field, value):
         assert err.value == value
         assert field in str(err) and repr(value) in str(err)
         assert str(err).count("<=") + str(err).count("<") >= 1  # the allowed range is stated
+
+
+@given(value=st.floats(min_value=5e-324, max_value=GREEDY_EPS, exclude_max=True))
+def test_tiny_temperature_or_top_p_is_greedy(value):
+    assert SamplingParams(temperature=value).is_greedy
+    p = SamplingParams(temperature=0.8, top_p=value)
+    assert p.is_greedy and p.top_p == 1.0
+    assert SamplingParams(repetition_penalty=value).repetition_penalty == max(
+        value, REPETITION_PENALTY_MIN)
 
 
 @given(value=st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6))

@@ -158,3 +158,12 @@ def serve_process(model: str, *args: str, engine: str = "transformers",
         if proc.poll() is None:
             proc.kill()
         proc.wait(30)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The fuzz test's request counts per engine, so a CI log shows how much was fuzzed."""
+    import sys
+
+    fuzz = sys.modules.get("tests.serve.test_fuzz")
+    for engine, line in sorted(getattr(fuzz, "REPORT", {}).items()):
+        terminalreporter.write_line(f"unillm serve fuzz [{engine}]: {line}")

@@ -179,11 +179,15 @@ def test_a_prompt_longer_than_the_context_is_a_400_and_the_server_survives(serve
     n = len(hf_generator.tokenizer.encode("word " * 1000))
     error = _error(server, {"model": MODEL, "prompt": "word " * 1000, "max_tokens": 2048 - n + 1})
     assert error["param"] == "max_tokens"
-    # without max_tokens, the cap is lowered to what the context leaves
+    # without max_tokens, a completion's 16 (OpenAI's default) is lowered to what the context
+    # leaves, and a chat's cap is too
+    ids = [hf_generator.tokenizer.encode("word")[-1]] * (2048 - 5)
     out = httpx.post(f"{server.v1}/completions", timeout=120, json={
-        "model": MODEL, "prompt": "word " * 1000, "min_tokens": 2048 - n, "temperature": 0,
-        "ignore_eos": True}).json()
-    assert out["usage"]["completion_tokens"] == 2048 - n
+        "model": MODEL, "prompt": ids, "temperature": 0, "ignore_eos": True}).json()
+    assert out["usage"]["completion_tokens"] == 5
+    out = httpx.post(f"{server.v1}/completions", timeout=120, json={
+        "model": MODEL, "prompt": "word", "temperature": 0, "ignore_eos": True}).json()
+    assert out["usage"]["completion_tokens"] == 16
     assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
 
 

@@ -60,3 +60,12 @@ def test_serve_refuses_a_bad_engine_option_clearly(tiny_llama):
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "dtyp" in out.stderr and "dtype" in out.stderr
+
+
+def test_serve_refuses_a_chat_template_that_does_not_parse(tiny_llama):
+    out = subprocess.run(
+        [sys.executable, "-m", "unillm.cli", "serve", "--engine", "transformers", "--model",
+         tiny_llama, "--chat-template", "{% for m in messages %}"],
+        capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "--chat-template" in out.stderr and "Jinja" in out.stderr

@@ -46,6 +46,9 @@ def serve(
     shutdown_timeout: Annotated[float, typer.Option(
         help="seconds to let in-flight requests finish on SIGTERM/SIGINT")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    chat_template: Annotated[str | None, typer.Option(
+        help="Jinja chat template (a file or the template itself) for models without one, or "
+             "to override the model's", show_default=False)] = None,
     replicas: Annotated[int | None, typer.Option(
         help="serve N copies of the engine on Ray (unillm.load(..., replicas=N)); "
              "placement options such as num_gpus go in --engine-option")] = None,
@@ -56,6 +59,7 @@ def serve(
         import uvicorn
 
         from unillm.serve import ServeConfig, create_app
+        from unillm.serve.chat_template import load_template
     except ImportError as exc:
         err.print(f"[red]error:[/] unillm serve needs the serve extra ({exc.name} is missing): "
                   "pip install 'unillm[serve]'")
@@ -75,7 +79,7 @@ def serve(
             max_batch_size=max_batch_size, batch_wait=batch_wait_ms / 1000,
             max_batch_wait=max_batch_wait_ms / 1000, max_queue=max_queue,
             max_concurrency=max_concurrency, max_tokens_cap=max_tokens_cap,
-            max_body_bytes=max_body_bytes,
+            max_body_bytes=max_body_bytes, chat_template=load_template(chat_template),
         )
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")

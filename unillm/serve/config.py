@@ -31,10 +31,12 @@ class ServeConfig:
     max_tokens_cap: int = 4096  # the largest max_tokens a request may ask for
     max_body_bytes: int = 2 * 1024 * 1024
     max_prompts_per_request: int = 64  # a completions request's list of prompts
+    completion_max_tokens: int = 16  # /v1/completions without max_tokens (OpenAI's, vLLM's)
+    chat_template: str | None = None  # a Jinja template overriding the model's (token-id engines)
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue", "max_concurrency", "max_tokens_cap",
-                     "max_body_bytes", "max_prompts_per_request"):
+                     "max_body_bytes", "max_prompts_per_request", "completion_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_wait < 0 or self.max_batch_wait < self.batch_wait:

@@ -4,8 +4,10 @@ the same call through the library means.
 The differences from OpenAI's spelling are written here once: `max_completion_tokens` is
 `max_tokens`; chat's `logprobs: true` + `top_logprobs: k` is `logprobs=k`; vLLM's `top_k` of
 -1 or 0 means off, which is unillm's None. Sampling fields the request cannot express in
-unillm (logit_bias, echo, suffix, best_of, tools, non-text response formats) are a 400 naming
-the field, never dropped.
+unillm (logit_bias, echo, suffix, best_of, tools, non-text response formats, prompt_logprobs,
+skip_special_tokens=false) are a 400 naming the field, never dropped. A completion without
+max_tokens generates 16 tokens, OpenAI's and vLLM's default (chat: up to the context, as
+theirs); vLLM's output extras are carried in `Mapped` for the response to apply.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ class Mapped:
     params: SamplingParams
     names: dict[str, str] = field(default_factory=dict)  # SamplingParams field -> sent field
     max_tokens_sent: bool = False  # False: the server's cap, lowered to fit the context
+    include_stop_str: bool = False  # vLLM's include_stop_str_in_output
+    add_special_tokens: bool | None = None  # None: the endpoint's default
 
 
 def completion_params(req: CompletionRequest, config: ServeConfig) -> Mapped:
     _refuse(req.logit_bias, "logit_bias", "logit_bias is not supported")
-    if req.echo:
+    if req.echo:  # null and false both mean no echo
         raise bad_request("echo is not supported: the response holds the completion only",
                           "echo")
     if req.suffix is not None:
@@ -44,7 +48,11 @@ def completion_params(req: CompletionRequest, config: ServeConfig) -> Mapped:
     values, names = _common(req)
     if req.logprobs is not None:
         values["logprobs"] = req.logprobs
-    return _build(req, values, names, "max_tokens", req.max_tokens, config)
+    max_tokens = req.max_tokens if req.max_tokens is not None else min(
+        config.completion_max_tokens, config.max_tokens_cap)
+    mapped = _build(req, values, names, "max_tokens", max_tokens, config)
+    mapped.max_tokens_sent = req.max_tokens is not None
+    return mapped
 
 
 def chat_params(req: ChatRequest, config: ServeConfig) -> Mapped:
@@ -52,9 +60,10 @@ def chat_params(req: ChatRequest, config: ServeConfig) -> Mapped:
     _refuse(req.tools, "tools", "tool calling is not supported")
     if req.tool_choice not in (None, "none"):
         raise bad_request("tool_choice is not supported (only 'none')", "tool_choice")
-    if req.response_format is not None and req.response_format.get("type") != "text":
-        raise bad_request("response_format: only {'type': 'text'} is supported",
-                          "response_format")
+    if req.response_format is not None and req.response_format.type != "text":
+        raise bad_request(f"response_format type {req.response_format.type!r} is not "
+                          "supported; only 'text'", "response_format.type",
+                          "unsupported_parameter")
     values, names = _common(req)
     if req.top_logprobs is not None and not req.logprobs:
         raise bad_request("top_logprobs requires logprobs to be true", "top_logprobs")
@@ -78,6 +87,15 @@ def _refuse(value: Any, name: str, message: str) -> None:
 def _common(req: CompletionRequest | ChatRequest) -> tuple[dict[str, Any], dict[str, str]]:
     if req.stream_options is not None and not req.stream:
         raise bad_request("stream_options is only allowed with stream=true", "stream_options")
+    if req.prompt_logprobs is not None:
+        raise bad_request("prompt_logprobs (scoring the prompt) is not supported by this "
+                          "server; leave it unset", "prompt_logprobs", "unsupported_parameter")
+    if req.skip_special_tokens is False:
+        raise bad_request("skip_special_tokens=false is not supported: unillm's detokenizer "
+                          "always skips special tokens (true, the default)",
+                          "skip_special_tokens", "unsupported_parameter")
+    # spaces_between_special_tokens only changes how special tokens are joined, and they are
+    # always skipped: either value is honoured as vLLM would with skip_special_tokens=true.
     values = {name: getattr(req, name) for name in _COMMON if getattr(req, name) is not None}
     if values.get("top_k") in (-1, 0) and not isinstance(values.get("top_k"), bool):
         values["top_k"] = None  # vLLM's server spells "off" as -1 (or 0)
@@ -101,4 +119,5 @@ def _build(req: Any, values: dict[str, Any], names: dict[str, str], max_name: st
         params = SamplingParams(**values)
     except ValueError as exc:
         raise from_unillm(exc, names, "prompt") from None
-    return Mapped(params, names, sent)
+    return Mapped(params, names, sent, include_stop_str=bool(req.include_stop_str_in_output),
+                  add_special_tokens=req.add_special_tokens)

@@ -2,9 +2,11 @@
 
 Unknown fields are a 400 naming them: a sampling field unillm does not know would otherwise be
 dropped silently. The fields OpenAI clients send that change nothing about generation are
-accepted and ignored, and listed here (`IGNORED`). Sampling fields are typed loosely on
-purpose: `SamplingParams` validates them, so the server and the library give the same
-messages and ranges.
+accepted and ignored, and listed here (`IGNORED`). Every field OpenAI marks nullable accepts
+null, meaning "not sent". Sampling fields are typed loosely on purpose: `SamplingParams`
+validates them, so the server and the library give the same messages and ranges. These models
+are also the server's OpenAPI schema (`/openapi.json`), so what a client can read there is
+exactly what is validated here.
 """
 
 from __future__ import annotations
@@ -20,14 +22,27 @@ VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos
                "stop_token_ids")
 """Sampling fields vLLM's OpenAI server accepts beyond OpenAI's own (sent via extra_body)."""
 
+REFUSED = frozenset({"logit_bias", "suffix", "best_of", "tools", "tool_choice", "echo",
+                     "prompt_logprobs", "response_format"})
+"""Fields the schema has so that their refusal names them (a 400 saying why), and that
+are therefore not listed as accepted in the unknown-field error; most are refused only for
+some values (an empty logit_bias, tool_choice "none", response_format text pass)."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class StreamOptions(_Strict):
-    include_usage: StrictBool = False
-    continuous_usage_stats: StrictBool = False
+    include_usage: StrictBool | None = None
+    continuous_usage_stats: StrictBool | None = None  # vLLM: usage in every chunk
+
+
+class ResponseFormat(_Strict):
+    """Only ``text`` is served; the others are named so that their refusal is a clear 400."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
 
 
 class _Sampling(_Strict):
@@ -42,7 +57,7 @@ class _Sampling(_Strict):
     seed: Any = None
     presence_penalty: Any = None
     frequency_penalty: Any = None
-    stream: StrictBool = False
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, Any] | None = None
     # vLLM's extras
@@ -52,6 +67,11 @@ class _Sampling(_Strict):
     min_tokens: Any = None
     ignore_eos: Any = None
     stop_token_ids: Any = None
+    include_stop_str_in_output: StrictBool | None = None
+    skip_special_tokens: StrictBool | None = None
+    spaces_between_special_tokens: StrictBool | None = None
+    add_special_tokens: StrictBool | None = None
+    prompt_logprobs: Any = None  # refused: scoring is not served yet
     # accepted and ignored (IGNORED)
     user: Any = None
     metadata: Any = None
@@ -64,7 +84,7 @@ class CompletionRequest(_Sampling):
 
     prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
     logprobs: Any = None
-    echo: StrictBool = False
+    echo: StrictBool | None = None
     suffix: StrictStr | None = None
     best_of: StrictInt | None = None
 
@@ -99,7 +119,35 @@ class ChatRequest(_Sampling):
     top_logprobs: Any = None
     tools: list[Any] | None = None
     tool_choice: Any = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    # vLLM's chat-template extras
+    chat_template_kwargs: dict[str, Any] | None = None
+    add_generation_prompt: StrictBool | None = None
+    continue_final_message: StrictBool | None = None
+
+
+class TokenizeRequest(_Strict):
+    """``POST /tokenize`` (vLLM's): a prompt, or messages rendered by the chat template."""
+
+    model: StrictStr | None = None
+    prompt: StrictStr | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    add_special_tokens: StrictBool | None = None
+    add_generation_prompt: StrictBool | None = None
+    continue_final_message: StrictBool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+
+class DetokenizeRequest(_Strict):
+    """``POST /detokenize`` (vLLM's): token ids back to text."""
+
+    model: StrictStr | None = None
+    tokens: list[StrictInt]
+
+
+def accepted_fields(schema: type[BaseModel]) -> list[str]:
+    """The fields a request may send with effect: the schema's, less those always refused."""
+    return sorted(set(schema.model_fields) - REFUSED)
 
 
 def error_location(loc: tuple[Any, ...]) -> str:
@@ -109,7 +157,7 @@ def error_location(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("str", "list[str]", "list[int]", "list[list[int]]", "list[TextPart]",
-                      "TextPart", "StreamOptions", "constrained-str", "function-plain[str]"):
+                      "TextPart", "StreamOptions", "ResponseFormat", "constrained-str", "function-plain[str]"):
             continue  # pydantic's name for a union member, not a field
         else:
             out += f".{part}" if out else str(part)
