@@ -108,6 +108,7 @@ class HTTPClient:
 
     # -- plumbing ----------------------------------------------------------------------------
     def url(self, path: str) -> str:
+        """The absolute URL of `path` under the server's `base_url`."""
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def _aclient(self):
@@ -179,13 +180,17 @@ class HTTPClient:
 
     # -- sync --------------------------------------------------------------------------------
     def get_json(self, path: str) -> Any:
+        """GET `path` (retried as `_send` allows) and return its JSON body."""
         url = self.url(path)
         return self._json(self._send(lambda: self._client.get(url), url), url)
 
     def post_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST `body` as JSON to `path` (retried before any output) and return the JSON
+        answer; a status >= 400 that is final raises `ServerError` with the server's message."""
         return self.post_json_with_headers(path, body)[0]
 
     def post_json_with_headers(self, path: str, body: Mapping[str, Any]) -> tuple[Any, Any]:
+        """`post_json`, and the response's headers (TGI counts the prompt in one)."""
         url = self.url(path)
         response = self._send(lambda: self._client.post(url, json=body), url)
         return self._json(response, url), response.headers
@@ -236,9 +241,11 @@ class HTTPClient:
 
     # -- async -------------------------------------------------------------------------------
     async def apost_json(self, path: str, body: Mapping[str, Any]) -> Any:
+        """The asyncio counterpart of `post_json`."""
         return (await self.apost_json_with_headers(path, body))[0]
 
     async def apost_json_with_headers(self, path: str, body: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The asyncio counterpart of `post_json_with_headers`."""
         url = self.url(path)
         client = self._aclient()
         response = await self._asend(lambda: client.post(url, json=body), url)
@@ -281,6 +288,7 @@ class HTTPClient:
             await response.aclose()
 
     def close(self) -> None:
+        """Close the connections, sync and async."""
         self._client.close()
         with self._lock:
             clients = list(self._aclients.items())
