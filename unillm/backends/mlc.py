@@ -22,7 +22,7 @@ from pydantic import Field
 from ..engine import Engine, EngineOptions, EngineRequest, EngineResult, TokenEvent
 from ..errors import EngineUnavailableError
 from ..hookspecs import hookimpl
-from ._http import collect
+from .http import collect
 from ._profiles import OPENAI_FIELDS, Profile
 from .openai import OpenAIProtocol
 

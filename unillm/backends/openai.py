@@ -21,7 +21,7 @@ from ..engine import Capabilities, EngineRequest, EngineResult, EngineSequence, 
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
-from ._http import HTTPClient, HTTPEngine, HTTPOptions
+from .http import HTTPClient, HTTPEngine, HTTPOptions
 from ._profiles import PROFILES, Profile
 
 ServerName = Literal["openai", "vllm", "sglang", "llama-cpp-python", "llama.cpp", "mlc"]

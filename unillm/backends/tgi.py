@@ -22,7 +22,7 @@ from pydantic import Field
 from ..engine import Capabilities, EngineRequest, EngineResult, EngineSequence, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
-from ._http import HTTPClient, HTTPEngine, HTTPOptions
+from .http import HTTPClient, HTTPEngine, HTTPOptions
 
 PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"})
 
