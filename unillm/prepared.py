@@ -121,6 +121,10 @@ def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params:
     tok = engine.tokenizer
     eos = tok.eos_token_ids if tok is not None else frozenset()
     the_plan = plan(params, caps, engine_name, eos)
+    if params.structured is not None and tok is not None and caps.token_ids:
+        from .grammars import compile_constraint
+
+        compile_constraint(params.structured, tok)  # a bad constraint fails here; cached for the run
     text, ids, msgs = _prompt_ids(engine, engine_name, prompt, messages)
     if ids is not None and not ids:
         raise InvalidPromptError(

@@ -4,8 +4,9 @@ the same call through the library means.
 The differences from OpenAI's spelling are written here once: `max_completion_tokens` is
 `max_tokens`; chat's `logprobs: true` + `top_logprobs: k` is `logprobs=k`; vLLM's `top_k` of
 -1 or 0 means off, which is unillm's None. Sampling fields the request cannot express in
-unillm (logit_bias, echo, suffix, best_of, tools, non-text response formats, prompt_logprobs,
-skip_special_tokens=false) are a 400 naming the field, never dropped. A completion without
+unillm (logit_bias, echo, suffix, best_of, tools, prompt_logprobs, skip_special_tokens=false)
+are a 400 naming the field, never dropped. OpenAI's `response_format` and vLLM's
+`structured_outputs` both become `SamplingParams.structured` (docs/structured.md). A completion without
 max_tokens generates 16 tokens, OpenAI's and vLLM's default (chat: up to the context, as
 theirs); vLLM's output extras are carried in `Mapped` for the response to apply.
 """
@@ -60,10 +61,6 @@ def chat_params(req: ChatRequest, config: ServeConfig) -> Mapped:
     _refuse(req.tools, "tools", "tool calling is not supported")
     if req.tool_choice not in (None, "none"):
         raise bad_request("tool_choice is not supported (only 'none')", "tool_choice")
-    if req.response_format is not None and req.response_format.type != "text":
-        raise bad_request(f"response_format type {req.response_format.type!r} is not "
-                          "supported; only 'text'", "response_format.type",
-                          "unsupported_parameter")
     values, names = _common(req)
     if req.top_logprobs is not None and not req.logprobs:
         raise bad_request("top_logprobs requires logprobs to be true", "top_logprobs")
@@ -99,7 +96,40 @@ def _common(req: CompletionRequest | ChatRequest) -> tuple[dict[str, Any], dict[
     values = {name: getattr(req, name) for name in _COMMON if getattr(req, name) is not None}
     if values.get("top_k") in (-1, 0) and not isinstance(values.get("top_k"), bool):
         values["top_k"] = None  # vLLM's server spells "off" as -1 (or 0)
-    return values, {}
+    names: dict[str, str] = {}
+    structured = _structured(req)
+    if structured is not None:
+        values["structured"], source = structured
+        for name in ("structured", "json_schema", "regex", "choice", "grammar", "whitespace"):
+            names[name] = source  # a bad constraint names the field the client sent
+    return values, names
+
+
+def _structured(req: CompletionRequest | ChatRequest) -> tuple[dict[str, Any], str] | None:
+    """(the constraint as `Structured` fields, the request field it came from), or None."""
+    fmt, vllm = req.response_format, req.structured_outputs
+    if fmt is not None and fmt.type == "text":
+        fmt = None
+    if fmt is not None and vllm is not None:
+        raise bad_request("send response_format or structured_outputs, not both",
+                          "structured_outputs")
+    if fmt is not None:
+        if fmt.type == "json_object":
+            return {"json_schema": {"type": "object"}}, "response_format"
+        if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+            raise bad_request("response_format type 'json_schema' needs json_schema.schema",
+                              "response_format.json_schema")
+        return {"json_schema": fmt.json_schema.schema_}, "response_format.json_schema.schema"
+    if vllm is None:
+        return None
+    given = {k: v for k, v in (("json_schema", vllm.json_), ("regex", vllm.regex),
+                               ("choice", vllm.choice), ("grammar", vllm.grammar)) if v is not None}
+    if vllm.json_object:
+        given["json_schema"] = {"type": "object"}
+    if len(given) != 1:
+        raise bad_request("structured_outputs takes exactly one of json, regex, choice, grammar, "
+                          f"json_object (got {len(given)})", "structured_outputs")
+    return given, "structured_outputs"
 
 
 def _build(req: Any, values: dict[str, Any], names: dict[str, str], max_name: str,

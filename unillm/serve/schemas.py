@@ -23,7 +23,7 @@ VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos
 """Sampling fields vLLM's OpenAI server accepts beyond OpenAI's own (sent via extra_body)."""
 
 REFUSED = frozenset({"logit_bias", "suffix", "best_of", "tools", "tool_choice", "echo",
-                     "prompt_logprobs", "response_format"})
+                     "prompt_logprobs"})
 """Fields the schema has so that their refusal names them (a 400 saying why), and that
 are therefore not listed as accepted in the unknown-field error; most are refused only for
 some values (an empty logit_bias, tool_choice "none", response_format text pass)."""
@@ -38,11 +38,35 @@ class StreamOptions(_Strict):
     continuous_usage_stats: StrictBool | None = None  # vLLM: usage in every chunk
 
 
+class JSONSchemaFormat(_Strict):
+    """OpenAI's ``response_format.json_schema``: the schema and its name."""
+
+    name: StrictStr = Field(min_length=1, max_length=64)
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: StrictBool | None = None  # unillm always enforces the schema (strict or not)
+    description: StrictStr | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 class ResponseFormat(_Strict):
-    """Only ``text`` is served; the others are named so that their refusal is a clear 400."""
+    """OpenAI's ``response_format``: ``text``, ``json_object`` (any JSON object) or
+    ``json_schema`` (a JSON value valid against the given schema)."""
 
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JSONSchemaFormat | None = None
+
+
+class StructuredOutputs(_Strict):
+    """vLLM's ``structured_outputs`` request field: exactly one constraint."""
+
+    json_: dict[str, Any] | StrictStr | None = Field(None, alias="json")
+    regex: StrictStr | None = None
+    choice: list[StrictStr] | None = None
+    grammar: StrictStr | None = None
+    json_object: StrictBool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class _Sampling(_Strict):
@@ -60,6 +84,8 @@ class _Sampling(_Strict):
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None  # vLLM's
     # vLLM's extras
     top_k: Any = None
     min_p: Any = None
@@ -119,7 +145,6 @@ class ChatRequest(_Sampling):
     top_logprobs: Any = None
     tools: list[Any] | None = None
     tool_choice: Any = None
-    response_format: ResponseFormat | None = None
     # vLLM's chat-template extras
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: StrictBool | None = None
