@@ -215,6 +215,7 @@ def mask_logits_torch(scores: Any, rows: Sequence[RowMatcher | None], last: Sequ
     row's `last` sampled token (None at the first step). Rows without a matcher, or whose
     sample ended, are left alone."""
     import llguidance.torch
+    import numpy as np
     import torch
 
     live = [r for r in rows if r is not None]
@@ -229,11 +230,14 @@ def mask_logits_torch(scores: Any, rows: Sequence[RowMatcher | None], last: Sequ
     for i, matcher in enumerate(rows):
         if matcher is not None and not matcher.ended:
             matcher.fill(bitmask, i)
-    cpu = scores if scores.device.type == "cpu" else scores.cpu()
-    llguidance.torch.apply_token_bitmask_inplace(cpu, bitmask)
-    if cpu is not scores:
-        scores.copy_(cpu)
-    del torch
+    # Unpacked here rather than with llguidance.torch.apply_token_bitmask_inplace, whose
+    # kernel is torch.compile'd: on CPU the compile costs seconds and recompiles with shapes.
+    bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")
+    allowed = torch.from_numpy(bits[:, :vocab]).to(scores.device, dtype=torch.bool)
+    width = min(vocab, scores.shape[1])
+    scores[:, :width].masked_fill_(~allowed[:, :width], float("-inf"))
+    if scores.shape[1] > vocab:  # logits beyond the tokenizer's vocabulary: never allowed
+        scores[:, vocab:] = float("-inf")
 
 
 @functools.lru_cache(maxsize=1)

@@ -84,6 +84,8 @@ class _Step:
     finish: str | None = None
     stop_reason: int | None = None
     logprob: TokenLogprob | None = None
+    mask_s: float | None = None  # with a constraint: its masks' time so far
+    compile_s: float | None = None  # with a constraint: compiling it (on every step)
 
 
 def _generation_config_eos(model_dir: Path) -> set[int]:
@@ -284,6 +286,8 @@ class LlamaCppEngine(Engine):
                 if matcher is not None:
                     matcher.advance(token)
                 step = _Step(token, now())
+                if matcher is not None:
+                    step.mask_s, step.compile_s = matcher.mask_s, matcher.compiled.compile_s
                 if raw is not None:
                     step.logprob = self._logprob(raw, token, p.logprobs or 0)
                 if token in terminators and count > p.min_tokens:
@@ -320,6 +324,7 @@ class LlamaCppEngine(Engine):
         times: list[float] = []
         logprobs: list[TokenLogprob] = []
         finish, reason = "length", None
+        step = None
         with contextlib.closing(self._steps(request, received)) as steps:  # frees the chain on a break
             for step in steps:
                 tokens.append(step.token)
@@ -334,7 +339,8 @@ class LlamaCppEngine(Engine):
         return EngineResult([EngineSequence(
             token_ids=tokens, finish_reason=finish, stop_reason=reason, token_times=times,
             logprobs=logprobs if request.params.logprobs is not None else None,
-        )], received=received)
+            mask_s=step.mask_s if step is not None else None,
+        )], received=received, compile_s=step.compile_s if step is not None else None)
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         # Closing this generator closes `steps` at once: generation stops, the chain is freed.
