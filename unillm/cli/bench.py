@@ -54,7 +54,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def _finish(result: dict[str, Any], out: str, name: str | None, plots: bool) -> None:
-    from unillm.bench.results import write_outputs
+    from unillm.bench.outputs import write_outputs
 
     report.failures(result)
     report.files_written(write_outputs(result, out, name, plots=plots))

@@ -35,7 +35,7 @@ def tune(
     plots: Annotated[bool, PLOTS] = True,
 ) -> None:
     """Find an engine's best settings for throughput or latency on this machine."""
-    from unillm.bench.results import write_outputs
+    from unillm.bench.outputs import write_outputs
     from unillm.bench.tune import Workload, run_tune
 
     workload = Workload(objective, prompts=prompts, max_tokens=max_tokens,
