@@ -23,6 +23,7 @@ from typing import Any
 
 from ..engine import Knob
 from ..errors import InvalidParameterError, UnillmError
+from .deps import require_tune
 from .jobs import fixed_length_params
 from .prompts import LengthDist, latency_prompts, prompt_set_name, sample_lengths
 from .results import new_result, timing_from_wire
@@ -244,6 +245,7 @@ def run_tune(
     search; `confirm` is how many times the best and the defaults are each measured again,
     alternately, for the reported improvement.
     """
+    require_tune()  # before any work: a clear line, not a ModuleNotFoundError
     import optuna
 
     from ..registry import registry
