@@ -19,6 +19,14 @@ from .spec import EngineSpec
 
 APIS = ("stream", "generate")
 
+FULL_WORKLOAD: dict[str, Any] = {"max_tokens": 200, "prompts": None, "warmup": 2, "repeats": 3}
+"""The recorded workload (docs/bench.md) and `run_latency`'s defaults: every prompt of the
+shipped set (16) x 3 passes, 200 tokens each, 2 warm-up requests. ``unillm bench latency --full``."""
+QUICK_WORKLOAD: dict[str, Any] = {"max_tokens": 64, "prompts": 4, "warmup": 1, "repeats": 2}
+"""What ``unillm bench latency`` runs without --full: 4 prompts x 2 passes, 64 tokens, 1 warm-up,
+about 1/17 of the full work, so that every installed engine is measured in a few minutes on a
+2-core machine. Each of --max-tokens, --prompts, --warmup, --repeats overrides either."""
+
 
 def run_latency(
     specs: Sequence[EngineSpec],
