@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from .engine import Engine
 from .errors import EngineError, InvalidParameterError, UnillmError, UnknownParameterError
 from .generator import Generator
+from .model_source import check_local_model
 from .registry import EngineInfo, registry
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -56,6 +57,8 @@ def build_engine(
                 owner="unillm.load",
             )
         model = ""  # a server engine asks its server which model it serves
+    elif engine_cls.local:
+        check_local_model(os.fspath(model))
     merged = {**info.defaults, **options}
     parsed = parse_options(info.name, engine_cls.Options, merged)
     try:
