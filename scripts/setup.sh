@@ -3,6 +3,7 @@
 #
 #   bash scripts/setup.sh demo   # the quick engines only (what the demo needs)
 #   bash scripts/setup.sh all    # every engine, tool and test dependency (what CI runs)
+#   bash scripts/setup.sh demo --print-extras   # the unillm extras a profile installs; installs nothing
 #
 # torch is pinned through constraints/cpu.txt: an unpinned torch pulls several GB of CUDA
 # packages. Components add themselves in scripts/install.d/*.sh: each may append to EXTRAS
@@ -37,8 +38,16 @@ if [ "$PROFILE" = "all" ]; then
 else
   for part in scripts/install.d/*.sh; do
     [ -e "$part" ] || continue
-    grep -q '^# demo: yes' "$part" && source "$part"
+    if grep -q '^# demo: yes' "$part"; then
+      # shellcheck source=/dev/null
+      source "$part"
+    fi
   done
+fi
+
+if [ "${2:-}" = "--print-extras" ]; then
+  echo "${EXTRAS[*]}"
+  exit 0
 fi
 
 make_venv "$VENV"

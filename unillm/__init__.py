@@ -5,7 +5,12 @@
     out = gen.generate(["Hello"], unillm.SamplingParams(max_tokens=32, temperature=0))
 
 Importing unillm imports no engine: each engine imports its library when it is loaded.
+`unillm.testing` (test models; it needs torch and transformers to build one) is imported on
+first use, so `import unillm; unillm.testing.build_test_model(...)` works without making
+`import unillm` heavy.
 """
+
+import importlib as _importlib
 
 from .backends.quantization import QuantizationConfig
 from .engine import (
@@ -49,6 +54,20 @@ from .results import Chunk, Completion, Completions, Sample, TokenLogprob
 from .timing import RunTiming, Stats, Summary, Timing
 
 __version__ = "0.1.0"
+
+# Submodules that `unillm.NAME` reaches without an explicit import, imported on first access.
+_LAZY_SUBMODULES = ("testing",)
+
+
+def __getattr__(name: str):
+    """`unillm.testing` without `import unillm.testing`: a newcomer's first snippet does that."""
+    if name in _LAZY_SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY_SUBMODULES])
 
 __all__ = [
     "AsyncStream",

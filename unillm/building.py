@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from .engine import Capabilities, Engine
 from .errors import EngineError, InvalidParameterError, UnillmError, from_validation_error
+from .model_source import check_local_model
 from .registry import EngineInfo, registry
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -47,6 +48,8 @@ def build_engine(
                 owner="unillm.load",
             )
         model = ""  # a server engine asks its server which model it serves
+    elif engine_cls.local:
+        check_local_model(os.fspath(model))  # a missing path says so, before any engine work
     parsed = parse_options(info.name, engine_cls.Options, {**info.defaults, **options})
     # The registry's defaults (an alias's `defaults=`) are defaults, not the caller's choice:
     # `model_fields_set` keeps only the options the caller gave.

@@ -25,14 +25,34 @@ def cache_root() -> Path:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (created if needed), held for the `with` block."""
+    """An exclusive lock on `path` (created if needed), held for the `with` block.
+
+    The lock file is removed when the block ends, whether the build in it succeeded or not, so
+    the cache holds only finished artefacts (a failed conversion used to leave its ``.lock``).
+    Removing a lock file safely: it is unlinked while still held, and a process that was waiting
+    on it checks, once it holds the lock, that `path` still names the file it locked; if not
+    (unlinked, or replaced by a newer lock file) it locks the current file instead.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    while True:
+        fh = open(path, "a")
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fh.fileno())
+            if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+                continue  # the holder before us removed it: lock the file that is there now
+            try:
+                yield
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            return
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()  # closing releases the lock (after the unlink above)
 
 
 def build_into(directory: Path, builder: Callable[[Path], None]) -> None:

@@ -1,3 +1,3 @@
 # unillm bench / unillm tune: matplotlib (plots) and optuna (the settings search).
-# demo: no
+# demo: yes (the README shows unillm bench and tune right after the demo)
 EXTRAS+=(bench)

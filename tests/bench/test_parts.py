@@ -9,7 +9,7 @@ import pytest
 
 from unillm.bench.prompts import LengthDist, latency_prompts, sample_lengths, token_prompts
 from unillm.bench.spec import EngineSpec
-from unillm.bench.sse import DONE, parse_events
+from unillm.backends.http import DONE, parse_events
 from unillm.bench.tune import paired_improvement
 
 

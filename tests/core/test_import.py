@@ -24,3 +24,24 @@ def test_listing_engines_imports_no_engine_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_unillm_testing_is_an_attribute_on_first_use_without_importing_torch():
+    """The README's snippet calls `unillm.testing.build_test_model` after a bare `import unillm`."""
+    code = (
+        "import sys, unillm; assert 'unillm.testing' not in sys.modules; "
+        "f = unillm.testing.build_test_model; assert callable(f); "
+        "assert 'testing' in dir(unillm); "
+        "print([m for m in ('torch', 'transformers') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_unknown_attributes_still_raise_attribute_error():
+    import pytest
+
+    import unillm
+
+    with pytest.raises(AttributeError, match="no attribute 'tseting'"):
+        unillm.tseting  # noqa: B018

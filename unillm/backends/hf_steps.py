@@ -9,15 +9,13 @@ from one left-padded batch. An aborted request's rows are stopped by a stopping 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .._threads import pump
 from ..engine import EngineRequest, EngineResult, TokenEvent
 from ..results import TokenLogprob
 from ..timing import now
 
-if TYPE_CHECKING:
-    from .transformers import TransformersEngine
 
 
 class Timestamps:
@@ -110,7 +108,7 @@ def token_logprobs(torch, logits, row: int, tokens: list[int], top: int) -> list
     return out
 
 
-def stream_steps(engine: TransformersEngine,
+def stream_steps(engine: Any,
                  requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
     """One left-padded `generate` call over `requests`, its tokens yielded step by step as
     ``(request index, event)``; each request's first event reports what `generate` got."""

@@ -21,7 +21,7 @@ _LAZY = {
     "run_serve": "serve",
     "run_tune": "tune",
     "compare_results": "compare",
-    "write_outputs": "results",
+    "write_outputs": "outputs",
     "load_result": "results",
     "SCHEMA": "results",
 }

@@ -11,54 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..params import SamplingParams
+from .jobs import fixed_length_params, measure_latency  # noqa: F401 - measure_latency: re-exported
 from .prompts import latency_prompts, prompt_set_name
-from .results import finalize, new_result, record, run_entry, summarize, timing_from_wire, timing_to_wire
+from .results import finalize, new_result, record, run_entry, summarize, timing_from_wire
 from .runner import Reporter, Round, run_contestants
 from .spec import EngineSpec
 
 APIS = ("stream", "generate")
 
-
-def fixed_length_params(max_tokens: int, extra: Mapping[str, Any] | None = None) -> SamplingParams:
-    """Greedy unless `extra` says otherwise; exactly `max_tokens` tokens (eos blocked)."""
-    fixed = {"max_tokens": max_tokens, "ignore_eos": True}
-    clash = sorted(set(extra or {}) & set(fixed) - {"max_tokens"})
-    if clash or (extra and "max_tokens" in extra and extra["max_tokens"] != max_tokens):
-        raise ValueError(
-            f"{', '.join(clash or ['max_tokens'])} is fixed by the bench (max_tokens={max_tokens}, "
-            "ignore_eos=True): every engine must produce exactly max_tokens tokens"
-        )
-    return SamplingParams(**{"temperature": 0.0, **(extra or {}), **fixed})
-
-
-def _run_one(gen: Any, prompt: Any, params: SamplingParams, api: str):
-    if api == "stream":
-        stream = gen.stream(prompt, params)
-        for _ in stream:
-            pass
-        return stream.completion
-    return gen.generate(prompt, params)
-
-
-def measure_latency(gen: Any, payload: Mapping[str, Any], progress) -> dict[str, Any]:
-    """In the worker: warm-up requests (discarded), then each prompt once, one at a time."""
-    params = fixed_length_params(payload["max_tokens"], payload.get("params"))
-    api = payload.get("api", "stream")
-    prompts: Sequence[str] = payload["prompts"]
-    for i in range(payload.get("warmup", 0)):
-        _run_one(gen, prompts[i % len(prompts)], params, api)
-        progress(1)
-    requests = []
-    for index, prompt in enumerate(prompts):
-        completion = _run_one(gen, prompt, params, api)
-        requests.append({
-            "prompt_index": index,
-            "finish_reason": completion.finish_reason,
-            "timing": timing_to_wire(completion.timing),
-        })
-        progress(1)
-    return {"requests": requests, "engine_params": completion.to_dict()["engine_params"]}
+FULL_WORKLOAD: dict[str, Any] = {"max_tokens": 200, "prompts": None, "warmup": 2, "repeats": 3}
+"""The recorded workload (docs/bench.md) and `run_latency`'s defaults: every prompt of the
+shipped set (16) x 3 passes, 200 tokens each, 2 warm-up requests. ``unillm bench latency --full``."""
+QUICK_WORKLOAD: dict[str, Any] = {"max_tokens": 64, "prompts": 4, "warmup": 1, "repeats": 2}
+"""What ``unillm bench latency`` runs without --full: 4 prompts x 2 passes, 64 tokens, 1 warm-up,
+about 1/17 of the full work, so that every installed engine is measured in a few minutes on a
+2-core machine. Each of --max-tokens, --prompts, --warmup, --repeats overrides either."""
 
 
 def run_latency(

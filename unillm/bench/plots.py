@@ -4,6 +4,9 @@ state is touched, so plotting works inside notebooks and servers alike).
 Every axis is labelled with its unit; every contestant keeps one colour across a result's
 plots; a run whose requests did not all produce the requested token count is marked
 "(token mismatch)" in the legend, and failed runs are left out (their error is in the JSON).
+
+`figure`, `run_colours`, `subtitle`, `save` and `DPI` are the house style, public for the other
+plots of the bench (`tune_outputs`); which plots a result gets is chosen in `outputs`.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ from ..timing import percentile
 DPI = 130
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
+    """A matplotlib `Figure` (object API, constrained layout) of this size in inches."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig
 
 
-def _colours(labels: Sequence[str]) -> dict[str, Any]:
+def run_colours(labels: Sequence[str]) -> dict[str, Any]:
+    """One colour per contestant label, the same in every plot of a result."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
@@ -39,7 +44,8 @@ def _plotted(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [r for r in result["runs"] if r["points"] and r["status"] != "error"]
 
 
-def _subtitle(result: Mapping[str, Any]) -> str:
+def subtitle(result: Mapping[str, Any]) -> str:
+    """Where and when a result was measured: GPUs or CPU and usable CPUs, unillm, date."""
     m = result.get("machine") or {}
     cpu = m.get("cpu") or m.get("machine") or ""
     gpus = m.get("gpus") or []
@@ -47,7 +53,8 @@ def _subtitle(result: Mapping[str, Any]) -> str:
     return f"{where} · unillm {result.get('versions', {}).get('unillm', '?')} · {result['created'][:10]}"
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
+    """Write `fig` as a PNG at the house `DPI`."""
     fig.savefig(path, dpi=DPI)
     return path
 
@@ -62,10 +69,10 @@ def plot_latency(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, P
     if not runs:
         return {}
     p = result["parameters"]
-    colours = _colours([r["label"] for r in runs])
+    colours = run_colours([r["label"] for r in runs])
     files = {}
 
-    fig = _figure(max(5.5, 1.3 * len(runs) + 3), 4.2)
+    fig = figure(max(5.5, 1.3 * len(runs) + 3), 4.2)
     ax = fig.subplots()
     names = [_name(r) for r in runs]
     medians, lows, highs = [], [], []
@@ -87,17 +94,17 @@ def plot_latency(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, P
     ax.set_ylim(0, max(m + h for m, h in zip(medians, highs)) * 1.1 or 1.0)
     ax.set_title(f"Batch-1 generation speed: {p['max_tokens']} output tokens per request, "
                  f"{p['prompts']} prompts × {p['repeats']} repeats\nbars: median, whiskers: "
-                 f"p10–p90 · {_subtitle(result)}", fontsize=10)
+                 f"p10–p90 · {subtitle(result)}", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    files["plot_tokens_per_s"] = _save(fig, out / f"{stem}-tokens_per_s.png")
+    files["plot_tokens_per_s"] = save(fig, out / f"{stem}-tokens_per_s.png")
 
     # Side by side while they fit a page; stacked beyond 3 engines (a row of 3 × 7 boxes is
     # too wide to read in a document).
     if len(runs) <= 3:
-        fig = _figure(max(9.0, 1.2 * len(runs) * 3), 4.2)
+        fig = figure(max(9.0, 1.2 * len(runs) * 3), 4.2)
         axes = fig.subplots(1, 3)
     else:
-        fig = _figure(max(9.0, 1.3 * len(runs)), 10.5)
+        fig = figure(max(9.0, 1.3 * len(runs)), 10.5)
         axes = fig.subplots(3, 1)
     for ax, (key, title, scale, unit) in zip(axes, [
             ("ttft", "time to first token", 1000.0, "ms"),
@@ -118,8 +125,8 @@ def plot_latency(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, P
         ax.set_xlabel("engine")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Batch-1 latency per request ({p['max_tokens']} output tokens, "
-                 f"{p['api']} API) · {_subtitle(result)}", fontsize=10)
-    files["plot_latency"] = _save(fig, out / f"{stem}-latency.png")
+                 f"{p['api']} API) · {subtitle(result)}", fontsize=10)
+    files["plot_latency"] = save(fig, out / f"{stem}-latency.png")
     return files
 
 
@@ -157,8 +164,8 @@ def plot_throughput(result: Mapping[str, Any], out: Path, stem: str) -> dict[str
     if not runs:
         return {}
     p = result["parameters"]
-    colours = _colours([r["label"] for r in runs])
-    fig = _figure(10.5, 4.2)
+    colours = run_colours([r["label"] for r in runs])
+    fig = figure(10.5, 4.2)
     left, right = fig.subplots(1, 2)
     _curve(left, runs, colours, "batch_size", lambda pt: _median(pt.get("run"), "output_throughput"))
     _curve(left, runs, colours, "batch_size", lambda pt: _median(pt.get("run"), "total_throughput"),
@@ -175,8 +182,8 @@ def plot_throughput(result: Mapping[str, Any], out: Path, stem: str) -> dict[str
     fig.suptitle(
         f"Offline throughput: {p['num_prompts']} prompts, input {p['input_len']['mean']} tokens "
         f"(±{p['input_len']['spread']:.0%}), output {p['output_len']['mean']} tokens "
-        f"(±{p['output_len']['spread']:.0%}) · {_subtitle(result)}", fontsize=10)
-    return {"plot_throughput": _save(fig, out / f"{stem}-throughput.png")}
+        f"(±{p['output_len']['spread']:.0%}) · {subtitle(result)}", fontsize=10)
+    return {"plot_throughput": save(fig, out / f"{stem}-throughput.png")}
 
 
 def _slo_text(slo: Mapping[str, Any]) -> str:
@@ -189,13 +196,13 @@ def plot_serve(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, Pat
     if not runs:
         return {}
     p = result["parameters"]
-    colours = _colours([r["label"] for r in runs])
+    colours = run_colours([r["label"] for r in runs])
     levels = p["concurrency"]
     rate = p.get("rate")
     arrivals = f"Poisson arrivals at {rate} req/s" if rate else "all requests at once"
     files = {}
 
-    fig = _figure(10.5, 4.2)
+    fig = figure(10.5, 4.2)
     left, right = fig.subplots(1, 2)
     _curve(left, runs, colours, "concurrency", lambda pt: (pt.get("run") or {}).get("output_throughput"))
     left.set_ylabel("output tokens/s")
@@ -211,10 +218,10 @@ def plot_serve(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, Pat
         _log2_axis(ax, levels, "concurrent requests (client)")
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Serving throughput vs concurrency ({arrivals}) · {_subtitle(result)}", fontsize=10)
-    files["plot_throughput"] = _save(fig, out / f"{stem}-throughput.png")
+    fig.suptitle(f"Serving throughput vs concurrency ({arrivals}) · {subtitle(result)}", fontsize=10)
+    files["plot_throughput"] = save(fig, out / f"{stem}-throughput.png")
 
-    fig = _figure(10.5, 4.2)
+    fig = figure(10.5, 4.2)
     left, right = fig.subplots(1, 2)
     for ax, key, title in ((left, "ttft", "time to first token"), (right, "itl", "inter-token latency")):
         for stat, style in (("median", "-o"), ("p99", "--^")):
@@ -227,22 +234,6 @@ def plot_serve(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, Pat
         _log2_axis(ax, levels, "concurrent requests (client)")
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Serving latency vs concurrency ({arrivals}) · {_subtitle(result)}", fontsize=10)
-    files["plot_latency"] = _save(fig, out / f"{stem}-latency.png")
+    fig.suptitle(f"Serving latency vs concurrency ({arrivals}) · {subtitle(result)}", fontsize=10)
+    files["plot_latency"] = save(fig, out / f"{stem}-latency.png")
     return files
-
-
-def plot_result(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, Path]:
-    """Every plot for this result's kind; returns role -> path."""
-    kind = result["kind"]
-    if kind == "latency":
-        return plot_latency(result, out, stem)
-    if kind == "throughput":
-        return plot_throughput(result, out, stem)
-    if kind == "serve":
-        return plot_serve(result, out, stem)
-    if kind == "tune":
-        from .tune import plot_tune
-
-        return plot_tune(result, out, stem)
-    return {}

@@ -1,5 +1,6 @@
 """The result file every bench writes (schema ``unillm.bench/1``, documented in docs/bench.md),
-and its CSV forms.
+and its CSV forms: the schema only, the same for every kind. Which files and plots a kind gets
+is `outputs`' business.
 
 One shape for every kind of bench, so that writers, plots and `compare` need no per-kind
 cases beyond the name of a point's x value:
@@ -242,34 +243,3 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     return path
-
-
-def default_name(kind: str) -> str:
-    """File stem for a result written without --name: the kind and a timestamp."""
-    return f"{kind}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def write_outputs(result: Mapping[str, Any], out_dir: str | os.PathLike[str] = ".",
-                  name: str | None = None, plots: bool = True) -> dict[str, Path]:
-    """Write the JSON, the summary CSV, the per-request CSV and the PNG plots of a result
-    into `out_dir` (created if needed), as ``NAME.json``, ``NAME.csv``, ``NAME-requests.csv``,
-    ``NAME-*.png``. Returns each file's path by role."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = name or default_name(result["kind"])
-    files = {"json": write_json(result, out / f"{stem}.json")}
-    if result["kind"] == "tune":
-        from .tune import tune_rows
-
-        files["csv"] = write_csv(tune_rows(result), out / f"{stem}.csv")
-    else:
-        files["csv"] = write_csv(summary_rows(result), out / f"{stem}.csv")
-        requests = request_rows(result)
-        if requests:
-            files["requests_csv"] = write_csv(requests, out / f"{stem}-requests.csv")
-    if plots:
-        from .plots import plot_result
-
-        for role, path in plot_result(result, out, stem).items():
-            files[role] = path
-    return files

@@ -27,12 +27,19 @@ class Reporter(Protocol):
     def message(self, text: str) -> None:
         """A one-line note (loading, a failure)."""
 
+    # Optional (called when present): round_done(label, done, rounds), after each of a
+    # contestant's rounds (a pass over the prompts, a batch size), so that a log shows a line
+    # per engine and pass.
+
 
 class NullReporter:
     def task(self, label: str, total: int) -> Callable[[int], None]:
         return lambda n=1: None
 
     def message(self, text: str) -> None:
+        pass
+
+    def round_done(self, label: str, done: int, rounds: int) -> None:
         pass
 
 
@@ -79,13 +86,17 @@ class _Contestant:
         except Exception as exc:  # noqa: BLE001 - one contestant's failure is its result
             self.fail(exc)
 
-    def run(self, rnd: Round) -> None:
+    def run(self, rnd: Round, rounds: int) -> None:
         if self.outcome.error is not None or self.worker is None:
             return
         try:
             self.outcome.outputs.append(self.worker.call(rnd.op, rnd.payload, self.advance))
         except Exception as exc:  # noqa: BLE001
             self.fail(exc)
+            return
+        done = getattr(self.reporter, "round_done", None)
+        if done is not None:
+            done(self.spec.label, len(self.outcome.outputs), rounds)
 
     def finish(self) -> None:
         if self.worker is None:
@@ -128,7 +139,7 @@ def run_contestants(
             for c, plan in zip(contestants, plans):
                 c.load()
                 for rnd in plan:
-                    c.run(rnd)
+                    c.run(rnd, len(plan))
                 c.finish()
         else:
             for c in contestants:
@@ -139,7 +150,7 @@ def run_contestants(
                 for c, plan in (list(zip(contestants, plans))[shift:]
                                 + list(zip(contestants, plans))[:shift]):
                     if k < len(plan):
-                        c.run(plan[k])
+                        c.run(plan[k], len(plan))
             for c in contestants:
                 c.finish()
     finally:

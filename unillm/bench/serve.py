@@ -23,7 +23,7 @@ from ..timing import RunTiming, Timing, now
 from .prompts import latency_prompts, prompt_set_name, token_prompts
 from .results import finalize, new_result, record, summarize
 from .runner import NullReporter, Reporter
-from .sse import DONE, aparse_events
+from ..backends.http import DONE, aparse_events
 
 ENDPOINTS = ("completions", "chat")
 

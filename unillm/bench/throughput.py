@@ -13,51 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import UnillmError
-from ..timing import RunTiming, Summary, now
-from .latency import fixed_length_params
-from .prompts import LengthDist, sample_lengths, token_prompts
-from .results import finalize, new_result, record, run_entry, summarize, timing_from_wire, timing_to_wire
+from ..timing import Summary
+from .jobs import fixed_length_params, measure_throughput  # noqa: F401 - measure_throughput: re-exported
+from .prompts import LengthDist, sample_lengths
+from .results import finalize, new_result, record, run_entry, summarize, timing_from_wire
 from .runner import Reporter, Round, run_contestants
 from .spec import EngineSpec
-
-
-def measure_throughput(gen: Any, payload: Mapping[str, Any], progress) -> dict[str, Any]:
-    """In the worker: (optionally) one warm-up batch, then all prompts, B per `generate` call."""
-    tok = gen.tokenizer
-    if tok is None or not gen.capabilities.token_ids:
-        raise UnillmError(
-            f"bench throughput needs an engine that takes token ids; {gen.engine_name!r} does "
-            "not (use `unillm bench serve` for servers)"
-        )
-    lengths = [tuple(x) for x in payload["lengths"]]
-    ids = token_prompts(tok, [i for i, _ in lengths], seed=payload.get("seed", 0))
-    prompts = [{"prompt_token_ids": p} for p in ids]
-    extra = payload.get("params")
-    cache: dict[int, Any] = {}
-    params = [cache.setdefault(o, fixed_length_params(o, extra)) for _, o in lengths]
-    size = payload["batch_size"]
-    if payload.get("warmup"):
-        gen.generate(prompts[:size], params[:size])
-    completions = []
-    start = now()
-    for i in range(0, len(prompts), size):
-        completions.extend(gen.generate(prompts[i:i + size], params[i:i + size]))
-        progress(len(prompts[i:i + size]))
-    wall = now() - start
-    run = RunTiming(
-        wall=wall, requests=len(completions),
-        prompt_tokens=sum(len(p) for p in ids),
-        output_tokens=sum(c.timing.output_tokens for c in completions),
-    )
-    return {
-        "run": run.to_dict(),
-        "requests": [
-            {"index": i, "expected": lengths[i][1], "finish_reason": c.finish_reason,
-             "timing": timing_to_wire(c.timing)}
-            for i, c in enumerate(completions)
-        ],
-    }
 
 
 def run_throughput(

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import UnillmError
+from .jobs import measure_latency, measure_throughput
 
 Progress = Callable[[int], None]
 
@@ -34,7 +35,8 @@ class WorkerError(UnillmError):
 
 
 class Session:
-    """What a worker holds: one loaded engine. Its methods are the jobs a worker runs."""
+    """What a worker holds: one loaded engine. Its methods are the jobs a worker runs (the
+measurements themselves are in `jobs`, below every kind of bench)."""
 
     def __init__(self) -> None:
         self.gen = None
@@ -58,13 +60,9 @@ class Session:
         }
 
     def latency(self, payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        from .latency import measure_latency
-
         return measure_latency(self._gen(), payload, progress)
 
     def throughput(self, payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
-        from .throughput import measure_throughput
-
         return measure_throughput(self._gen(), payload, progress)
 
     def memory(self, payload: dict[str, Any], progress: Progress) -> dict[str, Any]:

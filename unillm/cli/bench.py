@@ -7,6 +7,10 @@ tokens, so a CI job cannot pass on an unfair comparison.
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -53,8 +57,138 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
+def _needs(plots: bool = False, tune: bool = False) -> None:
+    """Check the optional packages this command will need, before any work starts (a missing
+    one is a one-line error naming the install command, exit code 2)."""
+    from unillm.bench.deps import require_plots, require_tune
+
+    if tune:
+        require_tune()
+    if plots:
+        require_plots()
+
+
+# -- progress --------------------------------------------------------------------------------
+class PlainReporter:
+    """Progress as plain lines on stderr, flushed one by one, for pipes and log files (where
+    rich's bars would show nothing until the end): each note, a line per engine and pass, and
+    a line when any other task (a serve level, tune's trials) completes."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+        self.tasks: dict[str, list[int]] = {}
+        self.by_round: set[str] = set()
+
+    def line(self, text: str) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(f"[{time.monotonic() - self.started:6.0f}s] {text}\n")
+        stream.flush()
+
+    def task(self, label: str, total: int) -> Callable[[int], None]:
+        state = self.tasks[label] = [0, total]
+
+        def advance(n: int = 1) -> None:
+            before = state[0]
+            state[0] += n
+            if label not in self.by_round and before < state[1] <= state[0]:
+                self.line(f"{label}: done ({state[0]}/{state[1]})")
+
+        return advance
+
+    def message(self, text: str) -> None:
+        self.line(text)
+
+    def round_done(self, label: str, done: int, rounds: int) -> None:
+        self.by_round.add(label)
+        units, total = self.tasks.get(label, [0, 0])
+        self.line(f"{label}: pass {done}/{rounds} done ({units}/{total} requests)")
+
+
+def _interactive() -> bool:
+    return report.out.is_terminal and report.err.is_terminal
+
+
+@contextmanager
+def _reporter() -> Iterator[Any]:
+    """rich progress bars on a terminal; plain lines when stdout or stderr is not one."""
+    if _interactive():
+        with report.reporter() as rep:
+            yield rep
+    else:
+        yield PlainReporter()
+
+
+# -- tables ----------------------------------------------------------------------------------
+Rows = Sequence[Sequence[str]]
+
+
+def _wide(title: str, columns: Sequence[str], rows: Rows, keys: int):
+    table = report.new_table(title, list(columns))
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _transposed(columns: Sequence[str], rows: Rows, keys: int):
+    """Engines as columns, figures as rows."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("", justify="left")
+    for row in rows:
+        head = [row[0]] + [f"{c} {v}" for c, v in zip(columns[1:keys], row[1:keys])]
+        table.add_column("\n".join(head), justify="right", overflow="fold")
+    for i, name in enumerate(columns[keys:], start=keys):
+        table.add_row(name, *(row[i] for row in rows))
+    return table
+
+
+def _vertical(columns: Sequence[str], row: Sequence[str], keys: int):
+    """One engine's figures as field/value lines."""
+    from rich.table import Table
+
+    table = Table(title=" ".join(row[:keys]), title_justify="left", show_header=False)
+    table.add_column("field", justify="left")
+    table.add_column("value", justify="right", overflow="fold")
+    for name, value in zip(columns[keys:], row[keys:]):
+        table.add_row(name, value)
+    return table
+
+
+def table_layout(title: str, columns: Sequence[str], rows: Rows, width: int, console: Any,
+                 keys: int = 1) -> list[Any]:
+    """What to print so that a result table reads at `width` columns: one row per engine (and
+    point) when that fits; else engines as columns, as many side by side as fit; else one
+    small table per engine. `keys`: the leading columns that name a row (engine, and batch
+    size or concurrency)."""
+    from rich.text import Text
+
+    natural = console.options.update_width(100_000)
+
+    def fits(table: Any) -> bool:
+        return console.measure(table, options=natural).maximum <= width
+
+    wide = _wide(title, columns, rows, keys)
+    if not rows or fits(wide):
+        return [wide]
+    for n in range(len(rows), 0, -1):
+        chunks = [_transposed(columns, rows[k:k + n], keys) for k in range(0, len(rows), n)]
+        if all(fits(c) for c in chunks):
+            return [Text(title), *chunks]
+    return [Text(title), *(_vertical(columns, row, keys) for row in rows)]
+
+
+def show_table(title: str, columns: Sequence[str], rows: Rows, *, keys: int = 1,
+               console: Any = None) -> None:
+    """Print a result table readable at the console's width (see `table_layout`)."""
+    console = console or report.out
+    for part in table_layout(title, columns, rows, console.width, console, keys):
+        console.print(part)
+
+
 def _finish(result: dict[str, Any], out: str, name: str | None, plots: bool) -> None:
-    from unillm.bench.results import write_outputs
+    from unillm.bench.outputs import write_outputs
 
     report.failures(result)
     report.files_written(write_outputs(result, out, name, plots=plots))
@@ -71,23 +205,62 @@ def _guard(fn):
     def wrapper(*args, **kwargs):
         import unillm
 
+        from rich.markup import escape
+
         try:
             return fn(*args, **kwargs)
         except (ValueError, unillm.UnillmError) as exc:
-            report.err.print(f"[red]error:[/] {exc}", highlight=False)
+            # escaped: a message such as "pip install 'unillm[bench]'" is not rich markup;
+            # soft-wrapped: one line however narrow the terminal
+            report.err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def latency_workload(full: bool, **given: int | None) -> dict[str, Any]:
+    """--max-tokens, --prompts, --warmup, --repeats as given, the rest from the quick default
+    workload or, with --full, the recorded one."""
+    from unillm.bench.latency import FULL_WORKLOAD, QUICK_WORKLOAD
+
+    base = FULL_WORKLOAD if full else QUICK_WORKLOAD
+    return {k: given[k] if given.get(k) is not None else v for k, v in base.items()}
+
+
+def latency_rows(result: dict[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """The latency table: title, columns, one row per engine."""
+    p = result["parameters"]
+    title = (f"unillm bench latency: batch 1, {p['max_tokens']} tokens, {p['prompts']} prompts × "
+             f"{p['repeats']} repeats ({p['api']})")
+    columns = ["engine", "status", "tokens", "tok/s p50", "TTFT p50 ms", "TTFT p99 ms",
+               "TPOT p50 ms", "TPOT p99 ms", "ITL p99 ms", "e2e p50 ms", "e2e p99 ms",
+               "peak RSS MiB", "load s"]
+    rows = []
+    for run in result["runs"]:
+        point = run["points"][0] if run["points"] else {}
+        m = point.get("metrics") or {}
+        rows.append([
+            run["label"], run["status"], report.token_check(run, point),
+            report.num(report.stat(m.get("tokens_per_s"), "median"), 1),
+            report.ms(report.stat(m.get("ttft"), "median")), report.ms(report.stat(m.get("ttft"), "p99")),
+            report.ms(report.stat(m.get("tpot"), "median"), 2), report.ms(report.stat(m.get("tpot"), "p99"), 2),
+            report.ms(report.stat(m.get("itl"), "p99"), 2),
+            report.ms(report.stat(m.get("e2e"), "median")), report.ms(report.stat(m.get("e2e"), "p99")),
+            report.mib((run.get("peak_memory") or {}).get("rss_bytes")),
+            report.num(run.get("load_s"), 1),
+        ])
+    return title, columns, rows
 
 
 @_guard
 def latency(
     model: Annotated[str, typer.Option("--model", "-m", help="model path, hub id, or test:PRESET")],
     engines: Annotated[str | None, typer.Option("--engines", "-e", help=ENGINES_HELP)] = None,
-    max_tokens: Annotated[int, typer.Option(help="output tokens per request, enforced on every engine")] = 200,
-    prompts: Annotated[int | None, typer.Option(help="use the first N prompts of the shipped set (default: all 16)")] = None,
-    warmup: Annotated[int, typer.Option(help="warm-up requests per engine (not measured)")] = 2,
-    repeats: Annotated[int, typer.Option(help="passes over the prompt set")] = 3,
+    full: Annotated[bool, typer.Option("--full", help="the recorded workload (docs/bench.md): all 16 prompts × 3 repeats, 200 tokens, 2 warm-ups; default: a quick one (4 prompts × 2 repeats, 64 tokens, 1 warm-up)")] = False,
+    max_tokens: Annotated[int | None, typer.Option(help="output tokens per request, enforced on every engine [default: 64; --full: 200]", show_default=False)] = None,
+    prompts: Annotated[int | None, typer.Option(help="use the first N prompts of the shipped set [default: 4; --full: all 16]", show_default=False)] = None,
+    warmup: Annotated[int | None, typer.Option(help="warm-up requests per engine (not measured) [default: 1; --full: 2]", show_default=False)] = None,
+    repeats: Annotated[int | None, typer.Option(help="passes over the prompt set [default: 2; --full: 3]", show_default=False)] = None,
     api: Annotated[str, typer.Option(help="stream (TTFT as a caller sees it) or generate")] = "stream",
     param: Annotated[list[str], typer.Option("--param", "-p", help="extra SamplingParams field, key=value")] = [],  # noqa: B006
     interleave: Annotated[bool, INTERLEAVE] = False,
@@ -99,34 +272,20 @@ def latency(
     """Batch-1 latency: every engine, the shipped prompts, exactly --max-tokens tokens each."""
     from unillm.bench.latency import run_latency
 
+    _needs(plots=plots)
     specs = _specs(engines)
-    with report.reporter() as rep:
+    work = latency_workload(full, max_tokens=max_tokens, prompts=prompts, warmup=warmup,
+                            repeats=repeats)
+    with _reporter() as rep:
+        rep.message(f"{'full' if full else 'quick'} workload: {work['prompts'] or 'all'} prompts × "
+                    f"{work['repeats']} repeats, {work['max_tokens']} tokens, {work['warmup']} "
+                    f"warm-up(s), on {len(specs)} engine(s)"
+                    + ("" if full else " (--full: the recorded workload)"))
         result = run_latency(
-            specs, model, max_tokens=max_tokens, prompts=prompts, warmup=warmup, repeats=repeats,
-            api=api, params=parse_pairs(param, "--param"), interleave=interleave,
-            isolate=isolate, reporter=rep,
+            specs, model, **work, api=api, params=parse_pairs(param, "--param"),
+            interleave=interleave, isolate=isolate, reporter=rep,
         )
-    p = result["parameters"]
-    table = report.new_table(
-        f"unillm bench latency: batch 1, {p['max_tokens']} tokens, {p['prompts']} prompts × "
-        f"{p['repeats']} repeats ({p['api']})",
-        ["engine", "status", "tokens", "tok/s p50", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms",
-         "TPOT p99 ms", "ITL p99 ms", "e2e p50 ms", "e2e p99 ms", "peak RSS MiB", "load s"],
-    )
-    for run in result["runs"]:
-        point = run["points"][0] if run["points"] else {}
-        m = point.get("metrics") or {}
-        table.add_row(
-            run["label"], run["status"], report.token_check(run, point),
-            report.num(report.stat(m.get("tokens_per_s"), "median"), 1),
-            report.ms(report.stat(m.get("ttft"), "median")), report.ms(report.stat(m.get("ttft"), "p99")),
-            report.ms(report.stat(m.get("tpot"), "median"), 2), report.ms(report.stat(m.get("tpot"), "p99"), 2),
-            report.ms(report.stat(m.get("itl"), "p99"), 2),
-            report.ms(report.stat(m.get("e2e"), "median")), report.ms(report.stat(m.get("e2e"), "p99")),
-            report.mib((run.get("peak_memory") or {}).get("rss_bytes")),
-            report.num(run.get("load_s"), 1),
-        )
-    report.out.print(table)
+    show_table(*latency_rows(result))
     _finish(result, out, name, plots)
 
 
@@ -153,34 +312,36 @@ def throughput(
     from unillm.bench.prompts import LengthDist
     from unillm.bench.throughput import run_throughput
 
+    _needs(plots=plots)
     specs = _specs(engines)
     sizes = _ints(batch_sizes, "--batch-sizes")
-    with report.reporter() as rep:
+    with _reporter() as rep:
         result = run_throughput(
             specs, model, num_prompts=num_prompts, input_len=LengthDist(input_len, input_spread),
             output_len=LengthDist(output_len, output_spread), batch_sizes=sizes, repeats=repeats,
             seed=seed, params=parse_pairs(param, "--param"), interleave=interleave,
             isolate=isolate, reporter=rep,
         )
-    table = report.new_table(
+    rows: list[list[str]] = []
+    title, columns = (
         f"unillm bench throughput: {num_prompts} prompts, in {input_len}±{input_spread:.0%}, "
         f"out {output_len}±{output_spread:.0%} tokens (median of {repeats})",
-        ["engine", "status", "batch", "tokens", "output tok/s", "total tok/s", "req/s",
+        ["engine", "batch", "status", "tokens", "output tok/s", "total tok/s", "req/s",
          "e2e p50 ms", "peak RSS MiB"],
     )
     for run in result["runs"]:
         for point in run["points"] or [{}]:
             fig = point.get("run") or {}
-            table.add_row(
-                run["label"], run["status"], str(point.get("batch_size", "-")),
+            rows.append([
+                run["label"], str(point.get("batch_size", "-")), run["status"],
                 report.token_check(run, point),
                 report.num(report.stat(fig.get("output_throughput"), "median")),
                 report.num(report.stat(fig.get("total_throughput"), "median")),
                 report.num(report.stat(fig.get("request_throughput"), "median"), 2),
                 report.ms(report.stat((point.get("metrics") or {}).get("e2e"), "median")),
                 report.mib((run.get("peak_memory") or {}).get("rss_bytes")),
-            )
-    report.out.print(table)
+            ])
+    show_table(title, columns, rows, keys=2)
     _finish(result, out, name, plots)
 
 
@@ -213,8 +374,9 @@ def serve(
     def s(v: float | None) -> float | None:
         return None if v is None else v / 1000.0
 
+    _needs(plots=plots)
     levels = _ints(concurrency, "--concurrency")
-    with report.reporter() as rep:
+    with _reporter() as rep:
         result = run_serve(
             url, model=served_model, labels=label or None, concurrency=levels,
             num_prompts=num_prompts, max_tokens=max_tokens, ignore_eos=ignore_eos, rate=rate,
@@ -223,7 +385,8 @@ def serve(
             extra=parse_pairs(extra, "--extra"), seed=seed, reporter=rep,
         )
     arrivals = f"Poisson {rate} req/s" if rate else "all at once"
-    table = report.new_table(
+    rows: list[list[str]] = []
+    title, columns = (
         f"unillm bench serve: {max_tokens} output tokens, arrivals {arrivals}",
         ["server", "conc.", "done/failed", "tokens", "output tok/s", "req/s", "goodput req/s",
          "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "TPOT p50 ms"],
@@ -232,7 +395,7 @@ def serve(
         for point in run["points"] or [{}]:
             m = point.get("metrics") or {}
             fig = point.get("run") or {}
-            table.add_row(
+            rows.append([
                 run["label"], str(point.get("concurrency", "-")),
                 f"{point.get('completed', 0)}/{point.get('failed', 0)}",
                 report.token_check(run, point), report.num(fig.get("output_throughput")),
@@ -240,8 +403,8 @@ def serve(
                 report.ms(report.stat(m.get("ttft"), "median")), report.ms(report.stat(m.get("ttft"), "p99")),
                 report.ms(report.stat(m.get("itl"), "median"), 2), report.ms(report.stat(m.get("itl"), "p99"), 2),
                 report.ms(report.stat(m.get("tpot"), "median"), 2),
-            )
-    report.out.print(table)
+            ])
+    show_table(title, columns, rows, keys=2)
     _finish(result, out, name, plots)
 
 
@@ -262,7 +425,8 @@ def compare(
     a = load_result(files[0])
     b = load_result(files[1]) if len(files) == 2 else None
     rows = compare_results(a, b, baseline)
-    table = report.new_table(
+    lines: list[list[str]] = []
+    title, columns = (
         f"unillm bench compare ({a['kind']}): ratio = b / a",
         ["a", "b", "point", "metric", "a", "b", "ratio b/a", "better", "verdict"],
     )
@@ -273,10 +437,10 @@ def compare(
         fmt = (lambda v: report.ms(v, 2) + " ms") if seconds else (
             (lambda v: report.mib(v) + " MiB") if row["unit"] == "bytes" else (lambda v: report.num(v, 1)))
         verdict = row["verdict"]
-        table.add_row(row["a"], row["b"], point, row["metric"], fmt(row["a_value"]),
-                      fmt(row["b_value"]), "-" if row["ratio"] is None else f"{row['ratio']:.3f}",
-                      row["better"], f"[{colours.get(verdict, 'white')}]{verdict}[/]")
-    report.out.print(table)
+        lines.append([row["a"], row["b"], point, row["metric"], fmt(row["a_value"]),
+                     fmt(row["b_value"]), "-" if row["ratio"] is None else f"{row['ratio']:.3f}",
+                     row["better"], f"[{colours.get(verdict, 'white')}]{verdict}[/]"])
+    show_table(title, columns, lines, keys=4)
     if json_out:
         with open(json_out, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=1)

@@ -9,13 +9,35 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .messages import fail
 from .options import parse_pairs
 
+# rich_markup_mode=None: click's plain help, which wraps descriptions and never cuts an option
+# name (rich's option tables at 80 columns printed "--served-model-…", "--max-batch-wai…"), and
+# usage errors printed as plain text, brackets and all. max_content_width: use a wide
+# terminal's width instead of click's 80-column cap.
 app = typer.Typer(
     name="unillm", help="One interface for every LLM inference engine.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None, context_settings={"max_content_width": 120},
 )
 err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        import unillm
+
+        print(f"unillm {unillm.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")] = False,
+) -> None:
+    """One interface for every LLM inference engine."""
 
 
 @app.command()
@@ -52,38 +74,56 @@ def generate(
     option: Annotated[list[str], typer.Option("--option", "-o", help="engine option, key=value")] = [],  # noqa: B006
     chat: Annotated[bool, typer.Option(help="send the prompt as a user message via the chat template")] = False,
 ) -> None:
-    """Stream a completion to stdout, then print its timing to stderr."""
+    """Stream a completion to stdout, then print its timing to stderr.
+
+    With ``-p n=N`` the first sample streams as it is generated and every other sample follows,
+    each under a ``--- sample i of N ---`` header (on stderr, so stdout holds only the texts).
+    """
     import unillm
-    from unillm.testing import resolve_model
+
+    from .models import resolve_cli_model
 
     try:
         params = unillm.SamplingParams(**parse_pairs(param, "--param"))
-        model_arg = resolve_model(model) if model is not None else None
+        model_arg = resolve_cli_model(model) if model is not None else None
         with unillm.load(engine, model_arg, **parse_pairs(option, "--option")) as gen:
             stream = (gen.stream_chat([{"role": "user", "content": prompt}], params) if chat
                       else gen.stream(prompt, params))
+            if params.n > 1:
+                _header(0, params.n)
             for chunk in stream:
                 if chunk.index == 0:
                     sys.stdout.write(chunk.text)
                     sys.stdout.flush()
             sys.stdout.write("\n")
     except unillm.UnillmError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     c = stream.completion
-    t = c.timing
-    table = Table(show_header=False, box=None)
-    for label, value in [
-        ("finish_reason", c.finish_reason),
-        ("prompt_tokens", t.prompt_tokens),
-        ("output_tokens", t.output_tokens),
-        ("ttft", _ms(t.ttft)),
-        ("tpot", _ms(t.tpot)),
-        ("e2e", _ms(t.e2e)),
-        ("tokens/s", f"{t.tokens_per_s:.1f}" if t.tokens_per_s else "-"),
-    ]:
-        table.add_row(label, str(value))
-    err.print(table)
+    for i, sample in enumerate(c.samples[1:], start=1):
+        sys.stdout.flush()
+        _header(i, len(c.samples))
+        sys.stdout.write(sample.text + "\n")
+    sys.stdout.flush()
+    for i, sample in enumerate(c.samples):
+        t = sample.timing
+        table = Table(show_header=False, box=None,
+                      title=f"sample {i + 1} of {len(c.samples)}" if len(c.samples) > 1 else None)
+        for label, value in [
+            ("finish_reason", sample.finish_reason),
+            ("prompt_tokens", t.prompt_tokens),
+            ("output_tokens", t.output_tokens),
+            ("ttft", _ms(t.ttft)),
+            ("tpot", _ms(t.tpot)),
+            ("e2e", _ms(t.e2e)),
+            ("tokens/s", f"{t.tokens_per_s:.1f}" if t.tokens_per_s else "-"),
+        ]:
+            table.add_row(label, str(value))
+        err.print(table)
+
+
+def _header(index: int, total: int) -> None:
+    sys.stdout.flush()
+    err.print(f"--- sample {index + 1} of {total} ---", highlight=False, markup=False)
 
 
 def _ms(seconds: float | None) -> str:
@@ -98,6 +138,9 @@ def build_model(
     """Build (or reuse) a local test model and print its directory."""
     from unillm.testing import build_test_model
 
+    from .models import check_preset
+
+    check_preset(preset)
     with err.status(f"building {preset} ({dtype})"):
         path = build_test_model(preset, dtype=dtype)
     print(path)
@@ -107,11 +150,15 @@ def build_model(
 def demo(
     preset: Annotated[str, typer.Option(help="test model preset")] = "llama-tiny",
     max_tokens: Annotated[int, typer.Option(help="tokens per prompt")] = 32,
+    repeats: Annotated[int, typer.Option(
+        min=1, help="runs per engine; the table shows the median and the spread")] = 3,
 ) -> None:
     """Build a test model, run it on every installed local engine, print a timing table."""
     from .demo import run_demo
+    from .models import check_preset
 
-    raise typer.Exit(run_demo(preset, max_tokens))
+    check_preset(preset, given=f"--preset {preset}")
+    raise typer.Exit(run_demo(preset, max_tokens, repeats))
 
 
 def _register_tool_commands() -> None:

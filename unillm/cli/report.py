@@ -75,7 +75,7 @@ def files_written(files: Mapping[str, Any]) -> None:
 def failures(result: Mapping[str, Any]) -> None:
     for run in result["runs"]:
         if run.get("error"):
-            err.print(f"[red]{run['label']}: {run['error']}[/]", highlight=False)
+            err.print(f"{run['label']}: {run['error']}", style="red", highlight=False, markup=False)
 
 
 def new_table(title: str, columns: list[str]) -> Table:

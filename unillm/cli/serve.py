@@ -10,11 +10,9 @@ import ipaddress
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from .messages import fail, print_warning
 from .options import parse_pairs
-
-err = Console(stderr=True)
 
 
 def serve(
@@ -61,11 +59,11 @@ def serve(
         from unillm.serve import ServeConfig, create_app
         from unillm.serve.chat_template import load_template
     except ImportError as exc:
-        err.print(f"[red]error:[/] unillm serve needs the serve extra ({exc.name} is missing): "
-                  "pip install 'unillm[serve]'")
-        raise typer.Exit(2) from None
+        raise fail(f"unillm serve needs the serve extra ({exc.name} is missing): "
+                   "pip install 'unillm[serve]'") from None
     import unillm
-    from unillm.testing import resolve_model
+
+    from .models import resolve_cli_model
 
     options = parse_pairs(engine_option, "--engine-option")
     if trust_remote_code:
@@ -82,16 +80,14 @@ def serve(
             max_body_bytes=max_body_bytes, chat_template=load_template(chat_template),
         )
     except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     if not config.api_key and not _is_loopback(host):
-        err.print(f"[yellow]warning:[/] serving on {host} without --api-key: anyone who can "
-                  "reach this address can use the model")
+        print_warning(f"serving on {host} without --api-key: anyone who can reach this address "
+                      "can use the model")
     try:
-        gen = unillm.load(engine, resolve_model(model), **options)
+        gen = unillm.load(engine, resolve_cli_model(model), **options)
     except unillm.UnillmError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     app = create_app(gen, config, owns_generator=True)
     uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, log_level=log_level,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from . import report
-from .bench import ISOLATE, NAME, OUT, PLOTS, _guard
+from .bench import ISOLATE, NAME, OUT, PLOTS, _guard, _needs, _reporter, show_table
 from .options import parse_pairs
 
 
@@ -35,13 +35,14 @@ def tune(
     plots: Annotated[bool, PLOTS] = True,
 ) -> None:
     """Find an engine's best settings for throughput or latency on this machine."""
-    from unillm.bench.results import write_outputs
+    from unillm.bench.outputs import write_outputs
     from unillm.bench.tune import Workload, run_tune
 
+    _needs(plots=plots, tune=True)
     workload = Workload(objective, prompts=prompts, max_tokens=max_tokens,
                         num_prompts=num_prompts, input_len=input_len, output_len=output_len,
                         seed=seed)
-    with report.reporter() as rep:
+    with _reporter() as rep:
         result = run_tune(
             engine, model, objective=objective, trials=trials, timeout=timeout, confirm=confirm,
             knobs=[k.strip() for k in knobs.split(",") if k.strip()] if knobs else None,
@@ -50,28 +51,29 @@ def tune(
         )
     p = result["parameters"]
     unit = p["unit"]
-    space = report.new_table("search space", ["knob", "scope", "kind", "range / choices"])
+    space = []
     for k, knob in p["knobs"].items():
         rng = ", ".join(map(str, knob["choices"])) if knob["kind"] == "choice" else (
             f"{knob['low']:g} … {knob['high']:g}" + (" (log)" if knob["log"] else ""))
-        space.add_row(k, knob["scope"], knob["kind"], rng)
-    report.out.print(space)
+        space.append([k, knob["scope"], knob["kind"], rng])
+    show_table("search space", ["knob", "scope", "kind", "range / choices"], space)
 
     best = result.get("best")
     conf = result.get("confirmation") or {}
-    table = report.new_table(
+    rows = []
+    title, columns = (
         f"unillm tune {p['engine']}: {p['objective']} ({unit}), {len(result['trials'])} trials",
         ["configuration", "settings", "search value", f"confirm median ({conf.get('repeats', 0)}×)"],
     )
     default = result["default"]
-    table.add_row("engine defaults", json.dumps({**default["options"], **default["call"]}),
-                  report.num(default["value"], 4 if p["objective"] == "latency" else 1),
-                  report.num(conf.get("default_median"), 4 if p["objective"] == "latency" else 1))
+    rows.append(["engine defaults", json.dumps({**default["options"], **default["call"]}),
+                 report.num(default["value"], 4 if p["objective"] == "latency" else 1),
+                 report.num(conf.get("default_median"), 4 if p["objective"] == "latency" else 1)])
     if best:
-        table.add_row(f"best (trial {best['trial']})", json.dumps({**best["options"], **best["call"]}),
-                      report.num(best["value"], 4 if p["objective"] == "latency" else 1),
-                      report.num(conf.get("best_median"), 4 if p["objective"] == "latency" else 1))
-    report.out.print(table)
+        rows.append([f"best (trial {best['trial']})", json.dumps({**best["options"], **best["call"]}),
+                     report.num(best["value"], 4 if p["objective"] == "latency" else 1),
+                     report.num(conf.get("best_median"), 4 if p["objective"] == "latency" else 1)])
+    show_table(title, columns, rows)
     if conf.get("improvement") is not None:
         lo, hi = conf["ci90"]
         report.out.print(

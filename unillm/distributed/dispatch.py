@@ -8,15 +8,13 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..engine import EngineRequest, EngineResult, TokenEvent
 from ..errors import EngineError, NoReplicaError, PartialBatchFailure
 from ..timing import now
 from .wire import Reply, StreamBatch, WireRequest, from_replica, settle
 
-if TYPE_CHECKING:
-    from .engine import ReplicatedEngine
 
 log = logging.getLogger("unillm.distributed")
 
@@ -65,7 +63,7 @@ class Dispatch:
     subclasses, once for the sync and the async path.
     """
 
-    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
+    def __init__(self, engine: Any, requests: Sequence[EngineRequest]):
         self.engine = engine
         self.requests = list(requests)
         self.wires = [WireRequest.of(r) for r in self.requests]
@@ -91,7 +89,7 @@ class Dispatch:
 class BatchRun(Dispatch):
     """One batch call: which part went where, what came back, what to retry."""
 
-    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
+    def __init__(self, engine: Any, requests: Sequence[EngineRequest]):
         super().__init__(engine, requests)
         self.start = now()
         self.results: list[EngineResult | None] = [None] * len(self.requests)
@@ -139,7 +137,7 @@ class StreamRun(Dispatch):
     """One streaming call (one request, or a batch through `stream_batch`): which part
     streams where, what reached the caller, what to retry."""
 
-    def __init__(self, engine: ReplicatedEngine, requests: Sequence[EngineRequest]):
+    def __init__(self, engine: Any, requests: Sequence[EngineRequest]):
         super().__init__(engine, requests)
         self.delivered = [0] * len(self.requests)  # events handed to the caller
         self.samples_done: list[set[int]] = [set() for _ in self.requests]

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..._threads import pump
 from ...engine import EngineRequest, EngineResult, TokenEvent
-
-if TYPE_CHECKING:
-    from .engine import CTranslate2Engine, _Rows
 
 Emit = Callable[[list[tuple[int, TokenEvent]]], None]
 
@@ -109,7 +106,7 @@ class RowStream:
                 if not self.finished[b] and not self.requests[b].aborted]
 
 
-def stream_calls(engine: CTranslate2Engine,
+def stream_calls(engine: Any,
                  requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
     """The batch's `generate_batch` calls (as `generate` splits them) in a worker thread, each
     with a `RowStream` callback; ``(request index, event)`` pairs as steps complete, each
@@ -120,7 +117,7 @@ def stream_calls(engine: CTranslate2Engine,
     calls, options = engine._plan(requests)
     end = engine._end_ids(p)
     position = {id(r): i for i, r in enumerate(requests)}
-    def run(generator, rows: _Rows, put, cancelled) -> None:
+    def run(generator, rows: Any, put, cancelled) -> None:
         kwargs, record = engine._call_kwargs(rows, options, p)
         put([(position[id(r)], TokenEvent(result=EngineResult(received=record)))
              for r in dict.fromkeys(rows.requests)])  # what runs, once per request
