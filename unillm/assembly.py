@@ -62,8 +62,9 @@ def build_sample(
     timing = sample_timing(start, end, times, source, prompt_tokens,
                            output_token_count(token_ids_engine, kept, seq),
                            ttft=result.ttft if source == "callback" else None)
-    if result.compile_s is not None or seq.mask_s is not None:
-        timing = replace(timing, grammar_compile_s=result.compile_s, grammar_mask_s=seq.mask_s)
+    compile_s = prepared.compile_s if prepared.compile_s is not None else result.compile_s
+    if compile_s is not None or seq.mask_s is not None:
+        timing = replace(timing, grammar_compile_s=compile_s, grammar_mask_s=seq.mask_s)
     logprobs = tuple(seq.logprobs[:kept]) if seq.logprobs is not None else None
     return Sample(index, final.text, final.token_ids, final.finish_reason,  # type: ignore[arg-type]
                   timing, final.stop_reason, logprobs)
