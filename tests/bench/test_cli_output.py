@@ -17,7 +17,8 @@ from rich.console import Console
 
 from unillm.bench.deps import INSTALL, MissingDependency
 from unillm.bench.latency import FULL_WORKLOAD, QUICK_WORKLOAD, run_latency
-from unillm.cli.bench import PlainReporter, latency_rows, latency_workload, show_table
+from unillm.cli.bench import latency_rows, latency_workload
+from unillm.cli.progress import PlainReporter, show_table
 
 from ..conftest import require_engine
 

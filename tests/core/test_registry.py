@@ -175,5 +175,9 @@ def test_engine_options_are_validated_with_named_errors(tiny_llama):
 
 
 def test_load_failure_is_an_engine_error(tmp_path):
+    """A directory that exists but holds no model fails inside the engine: an EngineError.
+    (A path that does not exist is refused before any engine runs: test_model_source.py.)"""
+    empty = tmp_path / "no-model-here"
+    empty.mkdir()
     with pytest.raises(unillm.EngineError, match="could not load"):
-        unillm.load("transformers", str(tmp_path / "does-not-exist"))
+        unillm.load("transformers", str(empty))

@@ -9,13 +9,13 @@ from one left-padded batch. An aborted request's rows are stopped by a stopping 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from .._threads import pump
 from ..engine import EngineRequest, EngineResult, TokenEvent
 from ..results import TokenLogprob
 from ..timing import now
-
 
 
 class Timestamps:
@@ -37,6 +37,18 @@ class Timestamps:
     def end(self) -> None:
         if self.on_step is not None:
             self.on_step(None)
+
+
+@contextmanager
+def seeded(torch: Any, device: Any, seed: int | None) -> Iterator[None]:
+    """torch's random state seeded for one call and restored after it, so a seeded call is
+    reproducible and leaves the randomness of other calls alone."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 def openai_penalties(presence: float, frequency: float, prompt_len: int):
@@ -150,7 +162,7 @@ def stream_steps(engine: Any,
 
         hook = engine.model_obj.register_forward_hook(capture) if p.logprobs is not None else None
         try:
-            with torch.inference_mode(), engine._seeded(p.seed):
+            with torch.inference_mode(), seeded(torch, engine.device, p.seed):
                 engine.model_obj.generate(
                     input_ids=ids, attention_mask=mask, streamer=Timestamps(on_step),
                     stopping_criteria=StoppingCriteriaList([_Cancel()]), **kwargs,

@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
-from typing import Any, Literal
-
-from pydantic import Field, field_validator
+from typing import Any
 
 from ..engine import (
     ALL_FIELDS,
     Capabilities,
     Engine,
-    EngineOptions,
     EngineRequest,
     EngineResult,
     EngineSequence,
@@ -35,36 +31,8 @@ from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..results import TokenLogprob
 from . import quantization as quant
-from .hf_steps import Timestamps, openai_penalties, token_logprobs
-from .quantization import QuantizationConfig
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-
-
-class TransformersOptions(EngineOptions):
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="weights dtype; auto = the checkpoint's own (float32 if unset)"
-    )
-    device: str = Field("auto", description="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...")
-    trust_remote_code: bool = Field(False, description="run code shipped with the checkpoint")
-    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
-        None, description="attention kernel; None lets transformers choose"
-    )
-    max_batch_size: int | None = Field(
-        None, ge=1, description="split larger prompt lists into generate calls of this size"
-    )
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
-    quantization: QuantizationConfig | None = Field(
-        None, description="quantize while loading: nf4, fp4, int8 (bitsandbytes), gptq, "
-        "torchao-int8, or a QuantizationConfig / dict with knobs; None loads the checkpoint as "
-        "it is (a pre-quantized checkpoint stays quantized)",
-    )
-
-    @field_validator("quantization", mode="before")
-    @classmethod
-    def _parse_quantization(cls, value: Any) -> Any:
-        return quant.parse(value)
+from .hf_options import TransformersOptions
+from .hf_steps import Timestamps, openai_penalties, seeded, token_logprobs
 
 
 class TransformersEngine(Engine):
@@ -301,23 +269,6 @@ class TransformersEngine(Engine):
                                 "warpers_after_mask": bool(config.do_sample)}
         return matchers
 
-    def _seeded(self, seed: int | None):
-        torch = self.torch
-        if seed is None:
-            return nullcontext()
-        devices = [self.device] if self.device.type == "cuda" else []
-
-        class _Seeded:
-            def __enter__(self_inner):
-                self_inner.ctx = torch.random.fork_rng(devices=devices)
-                self_inner.ctx.__enter__()
-                torch.manual_seed(seed)
-
-            def __exit__(self_inner, *exc):
-                return self_inner.ctx.__exit__(*exc)
-
-        return _Seeded()
-
     def _inputs(self, requests: Sequence[EngineRequest]):
         torch = self.torch
         width = max(len(r.prompt_token_ids or ()) for r in requests)
@@ -373,7 +324,7 @@ class TransformersEngine(Engine):
             criteria.append(_EmulatedStops())
 
         stamps = Timestamps()
-        with self.torch.inference_mode(), self._seeded(p.seed):
+        with self.torch.inference_mode(), seeded(self.torch, self.device, p.seed):
             result = self.model_obj.generate(
                 input_ids=ids, attention_mask=mask, streamer=stamps,
                 stopping_criteria=criteria, **kwargs,

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from . import report
-from .bench import ISOLATE, NAME, OUT, PLOTS, _guard, _needs, _reporter, show_table
+from .bench import ISOLATE, NAME, OUT, PLOTS, _guard, _needs
 from .options import parse_pairs
+from .progress import reporter, show_table
 
 
 @_guard
@@ -42,7 +43,7 @@ def tune(
     workload = Workload(objective, prompts=prompts, max_tokens=max_tokens,
                         num_prompts=num_prompts, input_len=input_len, output_len=output_len,
                         seed=seed)
-    with _reporter() as rep:
+    with reporter() as rep:
         result = run_tune(
             engine, model, objective=objective, trials=trials, timeout=timeout, confirm=confirm,
             knobs=[k.strip() for k in knobs.split(",") if k.strip()] if knobs else None,
