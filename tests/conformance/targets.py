@@ -12,28 +12,9 @@ Restrict a run with UNILLM_TARGETS=id1,id2 (e.g. in the vLLM environment: UNILLM
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import unillm
-
-ALL_PRESETS = ("llama-tiny", "gpt2-tiny", "qwen2-tiny")
-
-
-@dataclass(frozen=True)
-class Target:
-    id: str
-    engine: str
-    options: dict = field(default_factory=dict)
-    exact: bool = True  # greedy ids must equal the float32 transformers reference
-    inexact_reason: str = ""
-    presets: tuple[str, ...] = ALL_PRESETS  # architectures this configuration is run on
-    server: str | None = None  # for HTTP engines: the fixture that starts their server
-    preset: str = "llama-tiny"  # the model of the single-model checks (the `gen` fixture)
-    batch_variance: str = ""  # why greedy output may depend on batch company ("": it must not)
-
-    def __str__(self) -> str:
-        return self.id
-
+from unillm.testing.conformance import Target
 
 QUANTIZED = (
     "weights rounded to 4 or 8 bits: on this random-weight model greedy text leaves the float32 "

@@ -1,0 +1,28 @@
+"""`EngineConformance`: every check of the kit in one class to derive from."""
+
+from __future__ import annotations
+
+from .greedy import GreedyParity
+from .length import LengthAndEos
+from .sampling import Sampling
+from .stops import StopConditions
+from .stream_many import ManyStreams
+from .streaming import Streaming
+
+SUITES = (GreedyParity, LengthAndEos, StopConditions, Sampling, Streaming, ManyStreams)
+"""The kit's test classes, one module each. A new capability adds its module and class here
+(and to the bases below), and every engine that derives from `EngineConformance` runs it."""
+
+
+class EngineConformance(GreedyParity, LengthAndEos, StopConditions, Sampling, Streaming,
+                        ManyStreams):
+    """Derive from this in a test module, name your engine, and pytest runs the whole kit::
+
+        from unillm.testing.conformance import EngineConformance
+
+        class TestMyEngine(EngineConformance):
+            engine = "myengine"
+            options = {"dtype": "float32"}
+
+    See `ConformanceBase` for `targets` (several configurations) and the fixtures.
+    """
