@@ -1,4 +1,5 @@
-"""What the conformance suite runs: one `Target` per engine configuration.
+"""What unillm's conformance run checks: one `Target` (unillm.testing.conformance.Target, whose
+docstring says what each field means) per engine configuration.
 
 Every engine in the registry is a target, whether or not it is listed here: an engine with no
 entry runs with its default options and must match the float32 reference exactly. List an
@@ -54,7 +55,8 @@ CONFIGURED: list[Target] = [
     # the trip through the actors. Small CPU reservations so it fits beside other Ray tests.
     Target("transformers-replicas", "transformers",
            {"dtype": "float32", "replicas": 2, "num_cpus": 0.25}, presets=("llama-tiny",)),
-    # f32 weights and an f32 KV cache (llama.cpp's default cache is f16): exact.
+    # f32 weights and an f32 KV cache (llama.cpp's default cache is f16): exact. The plugin's
+    # own tests run the kit on the same two configurations (plugins/unillm-llamacpp/tests).
     Target("llamacpp", "llamacpp", {"quantization": "f32", "kv_cache_type": "f32"}),
     Target("llamacpp-q8_0", "llamacpp", {"quantization": "q8_0"}, exact=False,
            inexact_reason="8-bit weights and an f16 KV cache change near-tied argmaxes",

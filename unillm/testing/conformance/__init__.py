@@ -4,6 +4,7 @@ The same `SamplingParams` must mean the same thing on every engine. The kit runs
 the test models (`unillm.testing.build_test_model`: three architectures, built locally, whose
 `generation_config.json` is booby-trapped so that leaked checkpoint defaults show) and checks:
 
+- the checkpoint's sampling defaults do not leak into sampling;
 - greedy ids equal an independent reference: plain argmax over the float32 model's forward
   pass (`reference.py`), alone and in mixed-length batches, on every architecture;
 - max_tokens, eos, ignore_eos, min_tokens, stop strings and stop token ids end where they must,
@@ -35,11 +36,14 @@ neither torch nor transformers.
 
 Adding a capability: write a module here with a class deriving from `ConformanceBase` (its
 tests take the `gen`, `target`, `generator_on` or `model_path` fixtures, and skip with the
-reason where the engine declares no support), and add the class to `suite.py`. An engine that
-derives from `EngineConformance` then runs it; a class can also be mixed in on its own.
+reason where the engine declares no support), and add the class to `EngineConformance`'s bases
+in `suite.py` (`defaults.py` is a small example). Every engine that derives from
+`EngineConformance` then runs it, unillm's own targets included; a class can also be mixed
+into a test class on its own.
 """
 
 from .base import ConformanceBase
+from .defaults import CheckpointDefaults
 from .gating import REQUIRED_ENGINES, require, require_engine, required_engines
 from .greedy import GreedyParity
 from .length import LengthAndEos
@@ -51,7 +55,7 @@ from .suite import SUITES, EngineConformance
 from .target import ALL_PRESETS, Target
 
 __all__ = [
-    "ALL_PRESETS", "KIT_NEEDS", "REQUIRED_ENGINES", "SUITES", "ConformanceBase",
+    "ALL_PRESETS", "KIT_NEEDS", "REQUIRED_ENGINES", "SUITES", "CheckpointDefaults", "ConformanceBase",
     "EngineConformance", "GreedyParity", "LengthAndEos", "ManyStreams", "Sampling",
     "StopConditions", "Streaming", "Target", "require", "require_engine", "required_engines",
 ]

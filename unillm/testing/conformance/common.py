@@ -52,6 +52,15 @@ def skip_unless_supported(gen: unillm.Generator, field: str) -> None:
         pytest.skip(f"{field} not supported (test_unsupported_parameters_raise covers it)")
 
 
+def server_profile(gen: unillm.Generator, flag: str) -> bool:
+    """A documented limitation of a text engine's server, from unillm's server profile
+    (unillm/backends/_profiles.py): whether it streams token counts (`stream_usage`), whether it
+    streams a partial UTF-8 character at the end as U+FFFD (`stream_keeps_partial_char`). An
+    engine without a profile is held to the strict comparison (True)."""
+    profile = getattr(getattr(gen.engine, "protocol", None), "profile", None)
+    return getattr(profile, flag, True)
+
+
 def server_text(text: str) -> str:
     """Text as servers send it. A random model can emit byte tokens that are not valid UTF-8:
     the Hugging Face tokenizer writes U+FFFD for them, servers (llama.cpp, vLLM) drop them. A
@@ -80,16 +89,17 @@ def pick_stop(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _own_eos_prompt(target_id: str, gen) -> tuple[str, int] | None:
-    """The first candidate whose greedy continuation on this generator ends with eos after
-    k >= 4 tokens, confirmed on its own (a batch could round differently)."""
+def own_eos_prompt(target_id: str, gen, params: SP = SP(max_tokens=64, temperature=0.0),
+                   ) -> tuple[str, int] | None:
+    """The first candidate whose greedy continuation on this generator (with `params`) ends
+    with eos after k >= 4 tokens, confirmed on its own (a batch could round differently)."""
     candidates = EOS_CANDIDATES + MORE_EOS_CANDIDATES
     for start in range(0, len(candidates), 32):
         chunk = candidates[start:start + 32]
-        outs = gen.generate(chunk, SP(max_tokens=64, temperature=0.0))
+        outs = gen.generate(chunk, params)
         for prompt, out in zip(chunk, outs):
             if out.finish_reason == "stop" and out.timing.output_tokens >= 4:
-                alone = gen.generate(prompt, SP(max_tokens=64, temperature=0.0))
+                alone = gen.generate(prompt, params)
                 if alone.finish_reason == "stop" and alone.timing.output_tokens >= 4:
                     return prompt, alone.timing.output_tokens
     return None
@@ -100,7 +110,7 @@ def eos_prompt(path: str, target=None, gen=None) -> tuple[str, int]:
     is built so that some do). For an inexact target (quantized weights), whose greedy path may
     differ from the reference's, its own greedy output picks the prompt."""
     if target is not None and not target.exact:
-        found = _own_eos_prompt(target.id, gen)
+        found = own_eos_prompt(target.id, gen)
         if found is None:
             n = len(EOS_CANDIDATES) + len(MORE_EOS_CANDIDATES)
             pytest.fail(f"{target.id} reaches eos from none of the {n} candidate prompts")

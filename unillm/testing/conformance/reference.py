@@ -63,6 +63,25 @@ def _greedy_ids(path: str, prompt_ids: tuple[int, ...], max_tokens: int,
     return tuple(out)
 
 
+def ranks(path: str, prompt_ids: tuple[int, ...], output_ids: tuple[int, ...],
+          ) -> list[tuple[int, float]]:
+    """For each output token, under the float32 model given everything before it: how many
+    tokens were more likely (its rank, 0 for the argmax), and their total probability (a token
+    outside a top-p nucleus has at least p of it)."""
+    import torch
+
+    model, _ = _model(path)
+    ids = list(prompt_ids) + list(output_ids)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    found = []
+    for i, token in enumerate(output_ids):
+        row = logits[len(prompt_ids) - 1 + i]
+        above = row > row[token]
+        found.append((int(above.sum()), float(torch.softmax(row, -1)[above].sum())))
+    return found
+
+
 def encode(path: str, text: str) -> tuple[int, ...]:
     """Prompt ids of `text` (with bos where the model uses one), as every engine gets them."""
     return tuple(_model(path)[1].encode(text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .defaults import CheckpointDefaults
 from .greedy import GreedyParity
 from .length import LengthAndEos
 from .sampling import Sampling
@@ -9,13 +10,9 @@ from .stops import StopConditions
 from .stream_many import ManyStreams
 from .streaming import Streaming
 
-SUITES = (GreedyParity, LengthAndEos, StopConditions, Sampling, Streaming, ManyStreams)
-"""The kit's test classes, one module each. A new capability adds its module and class here
-(and to the bases below), and every engine that derives from `EngineConformance` runs it."""
 
-
-class EngineConformance(GreedyParity, LengthAndEos, StopConditions, Sampling, Streaming,
-                        ManyStreams):
+class EngineConformance(GreedyParity, LengthAndEos, StopConditions, Sampling,
+                        CheckpointDefaults, Streaming, ManyStreams):
     """Derive from this in a test module, name your engine, and pytest runs the whole kit::
 
         from unillm.testing.conformance import EngineConformance
@@ -24,5 +21,11 @@ class EngineConformance(GreedyParity, LengthAndEos, StopConditions, Sampling, St
             engine = "myengine"
             options = {"dtype": "float32"}
 
-    See `ConformanceBase` for `targets` (several configurations) and the fixtures.
+    See `ConformanceBase` for `targets` (several configurations) and the fixtures. A new
+    capability adds its module and its class to these bases, and every engine that derives
+    from `EngineConformance` runs it.
     """
+
+
+SUITES = EngineConformance.__bases__
+"""The kit's test classes, one module each."""
