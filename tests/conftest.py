@@ -18,6 +18,16 @@ from unillm.testing import build_test_model
 from unillm.testing.conformance.gating import REQUIRED_ENGINES, require, require_engine  # noqa: F401
 
 
+def require_module(module: str, reason: str, component: str):
+    """`pytest.importorskip` that fails instead when CI requires `component` (listed in
+    UNILLM_REQUIRE_ENGINES, e.g. ``serve`` or ``serve-clients``): a missing test dependency
+    must not turn a suite into silent skips."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        require(False, f"{reason} ({module} is not installed)", component)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama() -> str:
     return str(build_test_model("llama-tiny"))
