@@ -204,7 +204,10 @@ class VllmEngine(Engine):
             # unillm decodes the ids itself; vLLM needs text only to find stop strings.
             detokenize=bool(p.stop),
         )
-        record = {**args, "output_kind": kind.name}
+        # What the engine received is the sampling, not the transport: a stream (DELTA) and a
+        # batch call (FINAL_ONLY) of the same params report the same, as the HTTP engines leave
+        # `stream` out of theirs.
+        record = dict(args)
         if p.structured is not None:
             args["structured_outputs"], record["structured_outputs"] = structured_outputs(
                 p, self.tokenizer)
