@@ -43,7 +43,14 @@ from ..results import TokenLogprob
 from ..timing import now
 from . import _vllm_driver as driver
 from . import _vllm_setup as setup
-from ._vllm_options import FORCED, PASSED_THROUGH, VllmOptions, structured_outputs
+from ._vllm_options import (
+    FORCED,
+    PASSED_THROUGH,
+    VLLM_NOTES,
+    VllmOptions,
+    structured_outputs,
+    token_rules,
+)
 
 INSTALL_HINT = (
     'pip install "unillm[vllm]" (CUDA) or, on a CPU-only machine, '
@@ -66,7 +73,9 @@ class VllmEngine(Engine):
         "max_num_batched_tokens": Knob("int", 256, 16384, log=True, help="tokens per engine step"),
         "enforce_eager": Knob("choice", choices=(True, False)),
     }
-    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True)
+    capabilities = Capabilities(
+        params=ALL_FIELDS, batch_params="per_request", concurrent=True,
+        structured_whitespace=frozenset({"compact"}), notes=VLLM_NOTES)
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)
@@ -207,6 +216,8 @@ class VllmEngine(Engine):
         if p.structured is not None:
             args["structured_outputs"], record["structured_outputs"] = structured_outputs(
                 p, self.tokenizer)
+        args.update(token_rules(p))
+        record.update(token_rules(p))
         hit = (self.vllm.SamplingParams(**args, output_kind=kind), record)
         if len(self._params_cache) > 256:
             self._params_cache.clear()
