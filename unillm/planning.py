@@ -85,7 +85,8 @@ def _check_structured(params: SamplingParams, caps: Capabilities, engine: str) -
         raise UnsupportedParameterError(
             engine, "structured.whitespace", s.whitespace,
             f"{caps.notes.get('structured.whitespace', 'this engine cannot enforce it')}; "
-            f"pass whitespace={allowed!r} here, or use an in-process engine")
+            f"pass whitespace={allowed!r} here, or use an engine that enforces "
+            f"{s.whitespace!r} (transformers and llamacpp enforce both)")
     for name in sorted(caps.not_with_structured):
         value = getattr(params, name)
         if value != SamplingParams.model_fields[name].default:
