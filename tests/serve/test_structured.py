@@ -4,15 +4,28 @@ use (the openai package), on a random model."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
 import pytest
 
+from ..conftest import require
 from .conftest import MODEL
 
-jsonschema = pytest.importorskip("jsonschema")
-pytest.importorskip("llguidance")
+try:
+    import jsonschema
+except ImportError:  # the fixture below fails (or skips) saying so
+    jsonschema = None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _libraries():
+    """Missing llguidance or jsonschema fails where CI requires the engines, never a quiet
+    skip."""
+    for name in ("llguidance", "jsonschema"):
+        require(importlib.util.find_spec(name) is not None, f"{name} is not installed "
+                "(pip install 'unillm[structured,test]')", "transformers")
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", "rank"],
           "properties": {"city": {"type": "string", "maxLength": 10},
