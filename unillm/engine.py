@@ -87,6 +87,10 @@ class Capabilities:
     - `not_with_structured`: fields it cannot combine with a constraint.
     - `notes`: why it refuses a field (or a kind of constraint, keyed ``structured``), shown
       in the refusal; not part of the capabilities' identity.
+    - `limits`: ``(field, low, high)`` for native fields whose values the engine accepts only
+      in a narrower range than `SamplingParams` allows (vLLM: temperature <= 2). The planner
+      refuses a value outside it before the request is queued, instead of letting the engine
+      fail inside a batch (or a server answer 500).
     """
 
     params: frozenset[str]
@@ -99,11 +103,16 @@ class Capabilities:
     structured_whitespace: frozenset[str] = frozenset({"compact", "flexible"})
     not_with_structured: frozenset[str] = frozenset()
     notes: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    limits: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.params) - ALL_FIELDS
         if unknown:
             raise ValueError(f"Capabilities.params names unknown fields: {sorted(unknown)}")
+        unlimited = {name for name, _, _ in self.limits} - set(self.params)
+        if unlimited:
+            raise ValueError(f"Capabilities.limits names fields the engine does not honour "
+                             f"natively: {sorted(unlimited)}")
         missing = {"max_tokens", "temperature"} - set(self.params)
         if missing:
             raise ValueError(f"every engine must honour {sorted(missing)} natively")

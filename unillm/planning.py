@@ -126,6 +126,11 @@ def plan(
             emulated.append(name)
             continue
         raise UnsupportedParameterError(engine, name, value, _refusal(caps, name))
+    for name, low, high in caps.limits:
+        value = getattr(params, name)
+        if not low <= value <= high:
+            raise UnsupportedParameterError(
+                engine, name, value, f"this engine accepts {low} <= {name} <= {high} only")
 
     if not caps.token_ids:
         # Text engines (HTTP servers) send text, not ids: unillm can match stop strings in it,

@@ -4,28 +4,17 @@ use (the openai package), on a random model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
 import pytest
 
-from ..conftest import require
+from ..conftest import require_module
 from .conftest import MODEL
 
-try:
-    import jsonschema
-except ImportError:  # the fixture below fails (or skips) saying so
-    jsonschema = None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _libraries():
-    """Missing llguidance or jsonschema fails where CI requires the engines, never a quiet
-    skip."""
-    for name in ("llguidance", "jsonschema"):
-        require(importlib.util.find_spec(name) is not None, f"{name} is not installed "
-                "(pip install 'unillm[structured,test]')", "transformers")
+jsonschema = require_module("jsonschema", "validating outputs needs jsonschema", "structured")
+require_module("llguidance", "structured output needs llguidance (unillm[structured])",
+               "structured")
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", "rank"],
           "properties": {"city": {"type": "string", "maxLength": 10},
@@ -34,7 +23,7 @@ SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", 
 
 @pytest.fixture(scope="module")
 def client(server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai", "the openai client is a test dependency", "serve")
     return openai.OpenAI(base_url=server.v1, api_key="none", max_retries=0)
 
 
@@ -76,7 +65,7 @@ def test_vllm_structured_outputs_are_served_unchanged(client, server, field, val
 
 
 def test_bad_constraints_are_400s_naming_the_field(client, server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai", "the openai client is a test dependency", "serve")
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model=MODEL, prompt="x", max_tokens=4, extra_body={
             "structured_outputs": {"json": {"type": "object", "if": {}}}})
@@ -120,7 +109,7 @@ def test_vllm_token_rules_are_served_unchanged(client, server, hf_generator):
 
 
 def test_bad_token_rules_are_400s_naming_the_field(client, server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai", "the openai client is a test dependency", "serve")
     for extra, param in (({"logit_bias": {"5": 101}}, "logit_bias"),
                          ({"logit_bias": {"no": 1}}, "logit_bias"),
                          ({"allowed_token_ids": []}, "allowed_token_ids"),

@@ -20,6 +20,7 @@ from typing import Any
 from ..params import SamplingParams
 from ..structured import Structured
 from . import _server_constraints as sc
+from ._vllm_options import VLLM_LIMITS
 
 OPENAI_FIELDS = frozenset({"max_tokens", "temperature", "top_p", "presence_penalty",
                            "frequency_penalty", "seed"})
@@ -50,6 +51,8 @@ class Profile:
     - `constraint`: the server's request fields for a `structured` constraint (per request;
       `_server_constraints.py`), for the kinds in `constraint_kinds`; `constraint_note` says
       why the other kinds are refused.
+    - `limits`: values the server refuses although unillm allows them, as
+      `Capabilities.limits` (OpenAI's and vLLM's temperature <= 2): refused before sending.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Profile:
     counts_eos: bool = True
     stream_keeps_partial_char: bool = True
     extra: Callable[[SamplingParams], dict[str, Any]] = field(default=lambda p: {})
+    limits: tuple[tuple[str, float, float], ...] = ()
     tested_with: str = ""  # the server version unillm's tests run it against; "" = not run
     notes: str = ""
     constraint: Callable[[Structured, bool], dict[str, Any]] | None = None
@@ -138,6 +142,7 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "openai", "OpenAI's API, or any server that implements only its schema",
             params=OPENAI_FIELDS | {"logit_bias"}, extra=_openai_extra,
+            limits=(("temperature", 0.0, 2.0),),
             constraint=sc.for_openai, constraint_kinds=frozenset({"json_schema"}),
             constraint_note="OpenAI's API constrains to a JSON schema only (chat's "
             "response_format)",
@@ -148,7 +153,7 @@ PROFILES: dict[str, Profile] = {
             "vllm", "vLLM (`vllm serve`)",
             params=_VLLM_PARAMS | {"logit_bias", "allowed_token_ids", "bad_words"},
             stop_field="stop_reason", chunk_usage=True,
-            extra=_vllm_like(include_stop_str_in_output=False),
+            extra=_vllm_like(include_stop_str_in_output=False), limits=VLLM_LIMITS,
             constraint=sc.for_vllm,
             constraint_kinds=frozenset({"json_schema", "regex", "choice"}),
             constraint_note="vLLM's server reads a grammar in its backend's dialect (GBNF for "

@@ -94,7 +94,7 @@ class OpenAIProtocol:
         missing = f"{profile.title} has no request field for it"
         return Capabilities(
             params=frozenset(params), batch_params="per_request", token_ids=False, chat=True,
-            stop_hook="stop" not in params, concurrent=concurrent,
+            stop_hook="stop" not in params, concurrent=concurrent, limits=self.profile.limits,
             structured_kinds=profile.constraint_kinds,
             structured_whitespace=frozenset({"flexible"}),
             notes={"structured": profile.constraint_note if profile.constraint_kinds

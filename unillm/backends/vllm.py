@@ -46,6 +46,7 @@ from . import _vllm_setup as setup
 from ._vllm_options import (
     FORCED,
     PASSED_THROUGH,
+    VLLM_LIMITS,
     VLLM_NOTES,
     VllmOptions,
     structured_outputs,
@@ -75,7 +76,8 @@ class VllmEngine(Engine):
     }
     capabilities = Capabilities(
         params=ALL_FIELDS, batch_params="per_request", concurrent=True,
-        structured_whitespace=frozenset({"compact"}), notes=VLLM_NOTES)
+        structured_whitespace=frozenset({"compact"}), notes=VLLM_NOTES,
+        limits=VLLM_LIMITS)
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)
@@ -239,13 +241,12 @@ class VllmEngine(Engine):
         return items, records
 
     # -- results ----------------------------------------------------------------------------
-    @staticmethod
-    def _finish(reason: str | None) -> str | None:
+    def _finish(self, reason: str | None) -> str | None:
         if reason is None:
             return None
         mapped = FINISH_REASONS.get(reason)
         if mapped is None:
-            raise EngineError("vllm", f"vLLM ended a request with finish reason {reason!r}")
+            raise EngineError(self.name, f"vLLM ended a request with finish reason {reason!r}")
         return mapped
 
     @staticmethod
