@@ -29,15 +29,18 @@ def server_profiles_table() -> str:
     from unillm.engine import ALL_FIELDS
 
     lines = ["| `server=` | for | honoured by the server | stop strings matched by | "
-             "refused | tested here |", "|---|---|---|---|---|---|"]
+             "`structured` kinds (its own fields) | refused | tested here |",
+             "|---|---|---|---|---|---|---|"]
     for p in PROFILES.values():
         native = {"max_tokens", "temperature"} | set(p.params)
         stops = (f"the server (`{p.stop_field}` names the match)" if p.stop_field
                  else "unillm (stream closed at the match)")
-        refused = sorted(ALL_FIELDS - native - {"stop", "n"})
+        refused = sorted(ALL_FIELDS - native - {"stop", "n"} - ({"structured"} if
+                                                              p.constraint_kinds else set()))
         lines.append(
             f"| `{p.name}` | {p.title} | {', '.join(f'`{f}`' for f in sorted(native - {'stop'}))} "
-            f"| {stops} | {', '.join(f'`{f}`' for f in refused) or '-'} "
+            f"| {stops} | {', '.join(sorted(p.constraint_kinds)) or 'none'} "
+            f"| {', '.join(f'`{f}`' for f in refused) or '-'} "
             f"| {('yes: ' + p.tested_with) if p.tested_with else 'no: from its documented schema'} |"
         )
     return "\n".join(lines)

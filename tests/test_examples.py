@@ -23,8 +23,10 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "serve_openai_client.py": ([r"completion: '.*' CompletionUsage\(completion_tokens=\d+", r"chat stream: "], []),
     "bench_engines.py": ([r"transformers\s+ok\s+median\s+[\d.]+ tok/s", r"ctranslate2\s+ok\s",
                           r"plot_tokens_per_s \S*latency-tokens_per_s\.png"], []),
-    "structured_output.py": ([r"json: \{.*\} stop \['age', 'name'\]", r"choice: (positive|negative)\n",
-                              r"regex: 20[0-9]{2}-[01][0-9]-[0-3][0-9]\n"], []),
+    "structured_output.py": ([r"json: \{.*\} stop \['age', 'name'\] complete: True",
+                              r"choice: (positive|negative)\n",
+                              r"regex: 20[0-9]{2}-[01][0-9]-[0-3][0-9]\n",
+                              r"digits: [0-689]{6}\n"], []),
     "minimal_engine.py": ([r"minimal: '.*' (stop|length) tokens=\d+",
                            r"same tokens as transformers: True"], []),
     # The conformance kit on the minimal engine: pytest's exit status is the example's, so a

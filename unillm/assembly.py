@@ -66,8 +66,13 @@ def build_sample(
     if compile_s is not None or seq.mask_s is not None:
         timing = replace(timing, grammar_compile_s=compile_s, grammar_mask_s=seq.mask_s)
     logprobs = tuple(seq.logprobs[:kept]) if seq.logprobs is not None else None
+    complete = None
+    if prepared.params.structured is not None:
+        from .grammars import text_complete
+
+        complete = text_complete(prepared.params.structured, final.text)
     return Sample(index, final.text, final.token_ids, final.finish_reason,  # type: ignore[arg-type]
-                  timing, final.stop_reason, logprobs)
+                  timing, final.stop_reason, logprobs, complete)
 
 
 def build_completion(engine_name: str, prepared: Prepared, samples: list[Sample],

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from .errors import PartialBatchFailure
 from .params import SamplingParams
 from .results import TokenLogprob
+from .structured import KINDS
 
 if TYPE_CHECKING:
     from .decoding import SampleTracker
@@ -47,7 +48,8 @@ class Tokenizer(Protocol):
     """What the core needs from a model's tokenizer.
 
     Optionally also `vocab_size` (an int), which a server uses to refuse token ids outside
-    the vocabulary before they reach (and fail) a shared batch.
+    the vocabulary before they reach (and fail) a shared batch, and `encode_plain(text)`
+    (ids without special tokens), which `bad_words` needs.
     """
 
     eos_token_ids: frozenset[int]
@@ -79,6 +81,12 @@ class Capabilities:
       each token (text engines: `should_stop(index, text=delta)`) and stops that sample when it
       returns True (so emulated stops end generation early instead of after max_tokens).
     - `concurrent`: calls may overlap from several threads; otherwise the core serialises them.
+    - `structured_kinds`, `structured_whitespace`: with ``structured`` in `params`, the kinds of
+      constraint (json_schema, regex, choice, grammar) and the JSON whitespace modes it
+      enforces exactly; the planner refuses the others.
+    - `not_with_structured`: fields it cannot combine with a constraint.
+    - `notes`: why it refuses a field (or a kind of constraint, keyed ``structured``), shown
+      in the refusal; not part of the capabilities' identity.
     - `limits`: ``(field, low, high)`` for native fields whose values the engine accepts only
       in a narrower range than `SamplingParams` allows (vLLM: temperature <= 2). The planner
       refuses a value outside it before the request is queued, instead of letting the engine
@@ -91,6 +99,10 @@ class Capabilities:
     chat: bool = False
     stop_hook: bool = False
     concurrent: bool = False
+    structured_kinds: frozenset[str] = frozenset(KINDS)
+    structured_whitespace: frozenset[str] = frozenset({"compact", "flexible"})
+    not_with_structured: frozenset[str] = frozenset()
+    notes: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     limits: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import annotated_types
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -62,6 +63,65 @@ StopStrings = Annotated[
     tuple[Annotated[str, annotated_types.MinLen(1)], ...], BeforeValidator(_as_tuple)
 ]
 TokenIds = Annotated[tuple[Annotated[int, annotated_types.Ge(0)], ...], BeforeValidator(_as_tuple)]
+
+LOGIT_BIAS_LIMIT = 100.0
+"""The largest bias, either sign (OpenAI's and vLLM's range): beyond it a bias is refused, not
+clamped, so a value never means something other than what was sent."""
+
+
+class TokenBias(dict):
+    """`SamplingParams.logit_bias`: token id -> bias, read-only and hashable, so parameters
+    stay immutable (plans and batches are keyed by them)."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("SamplingParams.logit_bias is read-only: use params.replace(...)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+
+def _bias_keys(value: Any) -> Any:
+    """None or {} -> None (no bias); token ids may come as strings of digits (JSON's keys,
+    OpenAI's spelling)."""
+    if value is None or (isinstance(value, dict) and not value):
+        return None
+    if isinstance(value, dict):
+        return {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v
+                for k, v in value.items()}
+    return value
+
+
+def _as_bias(value: Any) -> Any:
+    return TokenBias(value) if isinstance(value, dict) else value
+
+
+def _nonempty_ids(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and not value:
+        raise InvalidParameterError("allowed_token_ids", value, allowed_values("allowed_token_ids"))
+    return _as_tuple(value) if value is not None else None
+
+
+def _words(value: Any) -> Any:
+    value = _as_tuple(value)
+    if isinstance(value, tuple) and any(isinstance(w, str) and not w.strip() for w in value):
+        raise InvalidParameterError("bad_words", value, allowed_values("bad_words"))
+    return value
+
+
+LogitBias = Annotated[
+    dict[Annotated[int, annotated_types.Ge(0)],
+         Annotated[float, annotated_types.Ge(-LOGIT_BIAS_LIMIT),
+                   annotated_types.Le(LOGIT_BIAS_LIMIT)]] | None,
+    BeforeValidator(_bias_keys), AfterValidator(_as_bias),
+]
+AllowedIds = Annotated[tuple[Annotated[int, annotated_types.Ge(0)], ...] | None,
+                       BeforeValidator(_nonempty_ids)]
+BadWords = Annotated[tuple[Annotated[str, annotated_types.MinLen(1)], ...],
+                     BeforeValidator(_words)]
 
 
 class SamplingParams(BaseModel):
@@ -145,6 +205,22 @@ class SamplingParams(BaseModel):
         None, description="Constrain the text to a JSON schema, a regex, one of several "
         "choices or a grammar (docs/structured.md); None means unconstrained.",
     )
+    # Token-level rules, with vLLM's names and meanings (docs/sampling.md, "Token rules"):
+    logit_bias: LogitBias = Field(
+        None, description="Token id -> bias (-100..100) added to that token's logit before "
+        "penalties, temperature and filters (OpenAI's and vLLM's definition); -100 in practice "
+        "bans a token, +100 forces it. None means no bias.",
+    )
+    allowed_token_ids: AllowedIds = Field(
+        None, description="Only these token ids may be generated (end-of-sequence included only "
+        "if listed); None means every token.",
+    )
+    bad_words: BadWords = Field(
+        (), description="Strings that must not be generated as the model's own tokenization "
+        "writes them (vLLM's definition): each is tokenized with and without a leading space, "
+        "and the last token of such a sequence is banned wherever the tokens generated so far "
+        "end with the rest of it.",
+    )
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -205,6 +281,13 @@ def allowed_values(name: str) -> str:
         return "true or false"
     if name == "min_tokens":
         return "an integer with 0 <= min_tokens <= max_tokens"
+    if name == "logit_bias":
+        return (f"None, or a mapping of token id (an integer >= 0, or its decimal string) to a "
+                f"finite number with -{LOGIT_BIAS_LIMIT:g} <= bias <= {LOGIT_BIAS_LIMIT:g}")
+    if name == "allowed_token_ids":
+        return "None, or a non-empty list of token ids, each >= 0"
+    if name == "bad_words":
+        return "a string or a list of strings, each with at least one non-space character"
     if name == "structured":
         return ("None, or a Structured (or dict) with exactly one of json_schema, regex, "
                 "choice, grammar")

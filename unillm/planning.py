@@ -23,11 +23,81 @@ EMULATION_NOTES = {
 }
 
 
-NOT_EMULATED = {
-    "structured": "this engine has no way to constrain its tokens; the transformers, llamacpp "
-    "and vllm engines constrain natively (docs/structured.md has the table)",
+WHO_CAN = {
+    "structured": "the transformers (and bnb, gptq, torchao), llamacpp and vllm engines "
+    "constrain every kind natively; docs/structured.md has the table of every engine",
+    "logit_bias": "the transformers, llamacpp and vllm engines apply it natively, and the "
+    "openai engine on servers that have the field (docs/structured.md, \"Token rules\")",
+    "allowed_token_ids": "the transformers, llamacpp and vllm engines apply it natively, and "
+    "the openai engine on a vLLM server (docs/structured.md, \"Token rules\")",
+    "bad_words": "the transformers, llamacpp and vllm engines apply it natively, and the "
+    "openai engine on a vLLM server (docs/structured.md, \"Token rules\")",
 }
-"""Why a field cannot be emulated, where a reason helps the caller choose another engine."""
+"""Which engines can do what unillm cannot emulate, so a refusal helps choose another."""
+
+NOT_EMULATED = {
+    "structured": "unillm cannot constrain an engine's tokens from outside it",
+    "logit_bias": "unillm cannot change an engine's logits from outside it",
+    "allowed_token_ids": "unillm cannot change an engine's logits from outside it",
+    "bad_words": "unillm cannot change an engine's logits from outside it",
+}
+"""Why a field cannot be emulated, when the engine gives no reason of its own."""
+
+BANS = ("allowed_token_ids", "bad_words")
+"""Token rules that take tokens away: with a constraint they could leave it no token to go on
+with, which engines answer differently (an error, an arbitrary token), so they are refused
+together; the constraint itself can say what it excludes."""
+
+
+def _refusal(caps: Capabilities, name: str) -> str:
+    """The reason an engine refuses `name`: its own note, else why unillm cannot emulate it,
+    then which engines can."""
+    reason = caps.notes.get(name) or NOT_EMULATED.get(name, "")
+    who = WHO_CAN.get(name)
+    return f"{reason}; {who}" if reason and who else reason or who or ""
+
+
+def _check_structured(params: SamplingParams, caps: Capabilities, engine: str) -> None:
+    """A constraint's own rules: what it cannot be combined with, and which kinds and JSON
+    whitespace this engine enforces exactly."""
+    s = params.structured
+    if s is None:
+        return
+    for name in ("ignore_eos", "min_tokens", *BANS):
+        value = getattr(params, name)
+        if value:
+            reason = ("it would force tokens past the constraint's end, so the output could "
+                      "not be valid" if name in ("ignore_eos", "min_tokens") else
+                      "a ban can leave the constraint no token to continue with, which engines "
+                      "answer differently; write the exclusion into the constraint instead")
+            raise UnsupportedParameterError(engine, name, value,
+                                            f"together with `structured`: {reason}")
+    if "structured" not in caps.params:
+        return
+    if s.kind not in caps.structured_kinds:
+        exact = ", ".join(sorted(caps.structured_kinds)) or "no kind"
+        raise UnsupportedParameterError(
+            engine, "structured", {s.kind: _short(getattr(s, s.kind))},
+            f"{caps.notes.get('structured', 'this engine cannot enforce it exactly')} (exact "
+            f"here: {exact}); {WHO_CAN['structured']}")
+    if s.kind == "json_schema" and s.whitespace not in caps.structured_whitespace:
+        allowed = "/".join(sorted(caps.structured_whitespace))
+        raise UnsupportedParameterError(
+            engine, "structured.whitespace", s.whitespace,
+            f"{caps.notes.get('structured.whitespace', 'this engine cannot enforce it')}; "
+            f"pass whitespace={allowed!r} here, or use an engine that enforces "
+            f"{s.whitespace!r} (transformers and llamacpp enforce both)")
+    for name in sorted(caps.not_with_structured):
+        value = getattr(params, name)
+        if value != SamplingParams.model_fields[name].default:
+            raise UnsupportedParameterError(
+                engine, name, value, "together with `structured` on this engine: "
+                f"{caps.notes.get(name + '+structured', 'it cannot apply both')}")
+
+
+def _short(value: object) -> object:
+    text = str(value)
+    return value if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
@@ -48,20 +118,14 @@ def plan(
     params: SamplingParams, caps: Capabilities, engine: str, eos_token_ids: frozenset[int]
 ) -> Plan:
     emulated: list[str] = []
-    if params.structured is not None:
-        for name in ("ignore_eos", "min_tokens"):
-            value = getattr(params, name)
-            if value:
-                raise UnsupportedParameterError(
-                    engine, name, value, "together with `structured`: it would force tokens "
-                    "past the constraint's end, so the output could not be valid")
+    _check_structured(params, caps, engine)
     for name, value in params.non_default_fields().items():
         if name in caps.params:
             continue
         if name in EMULATED_BY_CORE:
             emulated.append(name)
             continue
-        raise UnsupportedParameterError(engine, name, value, NOT_EMULATED.get(name, ""))
+        raise UnsupportedParameterError(engine, name, value, _refusal(caps, name))
     for name, low, high in caps.limits:
         value = getattr(params, name)
         if not low <= value <= high:

@@ -130,6 +130,13 @@ def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params:
         start = now()
         compile_constraint(params.structured, tok)  # a bad constraint fails here; cached for the run
         compile_s = now() - start
+    if tok is not None and caps.token_ids:
+        from .token_rules import bad_word_sequences, check_token_ids, has_rules
+
+        if has_rules(params):  # ids outside the vocabulary, words without tokens: named here
+            check_token_ids(params, getattr(tok, "vocab_size", None))
+            if params.bad_words:
+                bad_word_sequences(params.bad_words, tok)
     text, ids, msgs = _prompt_ids(engine, engine_name, prompt, messages)
     if ids is not None and not ids:
         raise InvalidPromptError(

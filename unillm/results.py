@@ -30,7 +30,9 @@ class Sample:
     """One generated sequence.
 
     `stop_reason` is the stop string or stop token id that ended it (None for end-of-sequence
-    or length).
+    or length). `complete`, with a `structured` constraint, says whether the text, all of it,
+    is a full match of the constraint (False after `max_tokens` or a stop string cut it
+    short); None without a constraint.
     """
 
     index: int
@@ -40,6 +42,7 @@ class Sample:
     timing: Timing
     stop_reason: str | int | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
+    complete: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ class Completion:
     def logprobs(self) -> tuple[TokenLogprob, ...] | None:
         return self.samples[0].logprobs
 
+    @property
+    def complete(self) -> bool | None:
+        return self.samples[0].complete
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record: texts, ids, timings, requested and received parameters."""
         return {
@@ -102,6 +109,7 @@ class Completion:
                     "token_ids": list(s.token_ids),
                     "finish_reason": s.finish_reason,
                     "stop_reason": s.stop_reason,
+                    "complete": s.complete,
                     "timing": s.timing.to_dict(),
                 }
                 for s in self.samples

@@ -51,6 +51,10 @@ class HFTokenizer:
             return self._backend.encode(text, add_special_tokens=True).ids
         return list(self.hf.encode(text, add_special_tokens=True))
 
+    def encode_plain(self, text: str) -> list[int]:
+        """Ids of `text` without special tokens (a word to ban, a choice to score)."""
+        return list(self.hf.encode(text, add_special_tokens=False))
+
     def decode(self, ids: Sequence[int]) -> str:
         if self._backend_decode is not None:
             return self._backend_decode(list(ids), skip_special_tokens=True)

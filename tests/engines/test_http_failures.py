@@ -152,7 +152,7 @@ def test_tgi_against_tgi_protocol_standin_server_dropped_stream_is_an_error(tgi_
 def test_tgi_against_tgi_protocol_standin_server_validation_errors_pass_through(tgi_standin):
     require_engine("tgi")
     with unillm.load("tgi", base_url=tgi_standin,
-                     extra_parameters={"grammar": {"type": "regex", "value": "a+"}}) as gen:
+                     extra_parameters={"grammar": {"type": "ebnf", "value": "a"}}) as gen:
         with pytest.raises(unillm.EngineError, match="HTTP 422.*grammar"):
             gen.generate("x", SP(max_tokens=4))
 

@@ -142,8 +142,10 @@ def test_an_out_of_range_field_is_a_400_naming_it(server, field, value):
 def test_bad_requests_name_the_field(server):
     assert _error(server, {"model": MODEL, "prompt": "x", "max_new_tokens": 5})["param"] == \
         "max_new_tokens"
-    assert _error(server, {"model": MODEL, "prompt": "x", "logit_bias": {"5": 3}})["param"] == \
-        "logit_bias"
+    assert _error(server, {"model": MODEL, "prompt": "x", "logit_bias": {"5": 300}})[
+        "param"] == "logit_bias"
+    assert _error(server, {"model": MODEL, "prompt": "x", "logit_bias": {"99999": 1}})[
+        "param"] == "logit_bias"
     assert _error(server, {"model": MODEL, "prompt": "x", "echo": True})["param"] == "echo"
     assert _error(server, {"model": MODEL, "prompt": [1, "a"]})["param"] == "prompt"
     assert _error(server, {"model": MODEL, "prompt": [99999]})["param"] == "prompt"

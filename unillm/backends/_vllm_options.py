@@ -8,7 +8,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..engine import EngineOptions
-from ..errors import UnsupportedParameterError
 from ..params import SamplingParams
 
 
@@ -81,10 +80,6 @@ def structured_outputs(p: SamplingParams, tokenizer: Any) -> tuple[Any, dict[str
 
     s = p.structured
     compile_constraint(s, tokenizer)  # the same checks (and errors) as other engines
-    if s.whitespace != "compact":
-        raise UnsupportedParameterError(
-            "vllm", "structured.whitespace", s.whitespace,
-            "vLLM sets JSON whitespace per engine, not per request; unillm starts it compact")
     kind = {"json_schema": "json"}.get(s.kind, s.kind)
     value = getattr(s, s.kind)
     if s.kind == "json_schema" and value is True:
@@ -93,3 +88,23 @@ def structured_outputs(p: SamplingParams, tokenizer: Any) -> tuple[Any, dict[str
         value = list(value)
     return (StructuredOutputsParams(**{kind: value}),
             {kind: value, "backend": "guidance", "disable_any_whitespace": True})
+
+
+VLLM_NOTES = {
+    "structured.whitespace": "the vLLM engine starts its structured outputs compact "
+    "(disable_any_whitespace, an engine setting), so flexible JSON whitespace is not enforced "
+    "per request",
+}
+
+
+def token_rules(p: SamplingParams) -> dict[str, Any]:
+    """logit_bias, allowed_token_ids and bad_words under vLLM's own names (unillm's meaning is
+    vLLM's: unillm/token_rules.py); only those that are set."""
+    out: dict[str, Any] = {}
+    if p.logit_bias:
+        out["logit_bias"] = dict(p.logit_bias)
+    if p.allowed_token_ids:
+        out["allowed_token_ids"] = list(p.allowed_token_ids)
+    if p.bad_words:
+        out["bad_words"] = list(p.bad_words)
+    return out

@@ -23,12 +23,17 @@ from ..hookspecs import hookimpl
 from ..params import SamplingParams
 from .http import HTTPClient, HTTPEngine, HTTPOptions
 from ._profiles import PROFILES, Profile
+from ._server_constraints import SERVER_WHITESPACE, check_compiles
 
 ServerName = Literal["openai", "vllm", "sglang", "llama-cpp-python", "llama.cpp", "mlc"]
 
 RESERVED = frozenset({"model", "prompt", "messages", "stream", "stream_options", "n",
                       "max_tokens", "temperature", "top_p", "presence_penalty",
-                      "frequency_penalty", "seed", "stop"})
+                      "frequency_penalty", "seed", "stop", "logit_bias", "allowed_token_ids",
+                      "bad_words", "response_format", "structured_outputs"})
+CONSTRAINT_FIELDS = frozenset({"grammar", "json_schema", "regex", "ebnf", "guided_json",
+                               "guided_regex", "guided_choice", "guided_grammar"})
+"""Servers' constraint fields: with `structured`, extra_body may not set them as well."""
 
 
 class OpenAIOptions(HTTPOptions):
@@ -82,10 +87,19 @@ class OpenAIProtocol:
             )
 
     def capabilities(self, *, concurrent: bool) -> Capabilities:
-        params = {"max_tokens", "temperature"} | set(self.profile.params)
+        profile = self.profile
+        params = {"max_tokens", "temperature"} | set(profile.params)
+        if profile.constraint_kinds:
+            params.add("structured")
+        missing = f"{profile.title} has no request field for it"
         return Capabilities(
             params=frozenset(params), batch_params="per_request", token_ids=False, chat=True,
             stop_hook="stop" not in params, concurrent=concurrent, limits=self.profile.limits,
+            structured_kinds=profile.constraint_kinds,
+            structured_whitespace=frozenset({"flexible"}),
+            notes={"structured": profile.constraint_note if profile.constraint_kinds
+                   else missing, "structured.whitespace": SERVER_WHITESPACE,
+                   **{f: missing for f in ("logit_bias", "allowed_token_ids", "bad_words")}},
         )
 
     def body(self, model: str, request: EngineRequest,
@@ -116,6 +130,8 @@ class OpenAIProtocol:
             sampling["stop"] = list(p.stop)
         sampling.update(self.profile.extra(p))
         sampling.update(self.extra_body)
+        if p.structured is not None:  # the planner admitted its kind for this profile
+            sampling.update(self._constraint(p, request.messages is not None))
         body.update(sampling)
         body["stream"] = stream
         if stream and self.profile.stream_usage:
@@ -124,6 +140,16 @@ class OpenAIProtocol:
                 body["stream_options"]["continuous_usage_stats"] = True
         received = {"endpoint": "/" + path, "server": self.profile.name, **sampling}
         return path, body, received
+
+    def _constraint(self, p: SamplingParams, chat: bool) -> dict[str, Any]:
+        """The constraint in the server's own fields (`_server_constraints.py`)."""
+        clash = sorted(CONSTRAINT_FIELDS & set(self.extra_body))
+        if clash:
+            raise InvalidParameterError(
+                "extra_body", self.extra_body, f"no constraint fields ({', '.join(clash)}) "
+                "together with SamplingParams.structured", owner=f"{self.engine} engine option")
+        check_compiles(p.structured)
+        return self.profile.constraint(p.structured, chat)  # type: ignore[misc]
 
     def stop_reason(self, choice: dict[str, Any]) -> Any:
         field = self.profile.stop_field

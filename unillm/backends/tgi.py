@@ -7,7 +7,9 @@ sent as no top_p), and its generated text keeps the stop sequence that ended it.
 therefore matches stop strings itself (streaming, and closing the stream at the first match),
 which also lifts TGI's limit on the number of stop sequences.
 
-Refused rather than approximated: min_p, presence_penalty, min_tokens, ignore_eos (TGI has no
+A `structured` constraint goes in TGI's `grammar` parameter (JSON schema or regex; a choice as
+a regex of its strings), with flexible JSON whitespace (TGI's own). Refused rather than
+approximated: min_p, presence_penalty, min_tokens, ignore_eos (TGI has no
 such parameter) and frequency_penalty (TGI divides the counts by the sequence length, which is
 not OpenAI's definition).
 """
@@ -22,6 +24,7 @@ from pydantic import Field
 from ..engine import Capabilities, EngineRequest, EngineResult, EngineSequence, TokenEvent
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
+from ._server_constraints import SERVER_WHITESPACE, check_compiles, for_tgi
 from .http import HTTPClient, HTTPEngine, HTTPOptions
 
 PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"})
@@ -48,8 +51,13 @@ class TGIEngine(HTTPEngine):
 
     Options = TGIOptions
     capabilities = Capabilities(
-        params=PARAMS, batch_params="per_request", token_ids=False, chat=False,
+        params=PARAMS | {"structured"}, batch_params="per_request", token_ids=False, chat=False,
         stop_hook=True, concurrent=True,
+        structured_kinds=frozenset({"json_schema", "regex", "choice"}),
+        structured_whitespace=frozenset({"flexible"}),
+        notes={"structured": "TGI's grammar parameter takes a JSON schema or a regex (a choice "
+               "is sent as a regex); its grammars are not llguidance's Lark",
+               "structured.whitespace": SERVER_WHITESPACE},
     )
 
     def __init__(self, model: str, options: TGIOptions):
@@ -90,6 +98,13 @@ class TGIEngine(HTTPEngine):
             "decoder_input_details": False,
             **self.options.extra_parameters,
         }
+        if p.structured is not None:  # TGI's grammar parameter (_server_constraints.py)
+            if "grammar" in self.options.extra_parameters:
+                raise InvalidParameterError("extra_parameters", self.options.extra_parameters,
+                                            "no grammar together with SamplingParams.structured",
+                                            owner="tgi engine option")
+            check_compiles(p.structured)
+            parameters.update(for_tgi(p.structured))
         received = {"endpoint": "/generate", **parameters}
         return {"inputs": request.prompt if request.prompt is not None else "",
                 "parameters": parameters}, received

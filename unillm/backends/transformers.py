@@ -246,28 +246,11 @@ class TransformersEngine(Engine):
 
     def _constrain(self, kwargs: dict[str, Any], record: dict[str, Any], p, rows: int,
                    prompt_len: int):
-        """With `structured`: one grammar matcher per row and a logits processor that masks
-        each row to the tokens its constraint allows. transformers runs its own sampling
-        warpers (temperature, top-k/p, min-p) before any processor passed in, and a mask after
-        top-k could leave no token, so here they run after the mask instead, in the same order.
-        Returns the matchers (None without a constraint)."""
-        if p.structured is None:
-            return None
-        from .. import grammars
-        from .hf_steps import constrained_logits, sampling_warpers
+        """Token rules and a `structured` constraint as logits processors (hf_constraints.py);
+        returns one grammar matcher per row, or None without a constraint."""
+        from .hf_constraints import constrain
 
-        vocab = self.model_obj.get_output_embeddings().weight.shape[0]
-        matchers = grammars.matchers(p.structured, self.tokenizer, rows, vocab)
-        processors = kwargs["logits_processor"]
-        processors.append(constrained_logits(matchers, prompt_len))
-        config = kwargs["generation_config"]
-        if config.do_sample:
-            processors.extend(sampling_warpers(p))
-            config.temperature, config.top_k, config.top_p, config.min_p = 1.0, 0, 1.0, None
-        record["structured"] = {"kind": p.structured.kind, "library": grammars.LIBRARY,
-                                "version": grammars.library_version(),
-                                "warpers_after_mask": bool(config.do_sample)}
-        return matchers
+        return constrain(self, kwargs, record, p, rows, prompt_len)
 
     def _inputs(self, requests: Sequence[EngineRequest]):
         torch = self.torch

@@ -43,7 +43,15 @@ from ..results import TokenLogprob
 from ..timing import now
 from . import _vllm_driver as driver
 from . import _vllm_setup as setup
-from ._vllm_options import FORCED, PASSED_THROUGH, VLLM_LIMITS, VllmOptions, structured_outputs
+from ._vllm_options import (
+    FORCED,
+    PASSED_THROUGH,
+    VLLM_LIMITS,
+    VLLM_NOTES,
+    VllmOptions,
+    structured_outputs,
+    token_rules,
+)
 
 INSTALL_HINT = (
     'pip install "unillm[vllm]" (CUDA) or, on a CPU-only machine, '
@@ -66,8 +74,10 @@ class VllmEngine(Engine):
         "max_num_batched_tokens": Knob("int", 256, 16384, log=True, help="tokens per engine step"),
         "enforce_eager": Knob("choice", choices=(True, False)),
     }
-    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True,
-                                limits=VLLM_LIMITS)
+    capabilities = Capabilities(
+        params=ALL_FIELDS, batch_params="per_request", concurrent=True,
+        structured_whitespace=frozenset({"compact"}), notes=VLLM_NOTES,
+        limits=VLLM_LIMITS)
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)
@@ -211,6 +221,8 @@ class VllmEngine(Engine):
         if p.structured is not None:
             args["structured_outputs"], record["structured_outputs"] = structured_outputs(
                 p, self.tokenizer)
+        args.update(token_rules(p))
+        record.update(token_rules(p))
         hit = (self.vllm.SamplingParams(**args, output_kind=kind), record)
         if len(self._params_cache) > 256:
             self._params_cache.clear()

@@ -3,8 +3,9 @@ the same call through the library means.
 
 The differences from OpenAI's spelling are written here once: `max_completion_tokens` is
 `max_tokens`; chat's `logprobs: true` + `top_logprobs: k` is `logprobs=k`; vLLM's `top_k` of
--1 or 0 means off, which is unillm's None. Sampling fields the request cannot express in
-unillm (logit_bias, echo, suffix, best_of, tools, prompt_logprobs, skip_special_tokens=false)
+-1 or 0 means off, which is unillm's None; OpenAI's `logit_bias` (token ids as strings) is
+`logit_bias`. Sampling fields the request cannot express in
+unillm (echo, suffix, best_of, tools, prompt_logprobs, skip_special_tokens=false)
 are a 400 naming the field, never dropped. OpenAI's `response_format` and vLLM's
 `structured_outputs` both become `SamplingParams.structured` (docs/structured.md). A completion without
 max_tokens generates 16 tokens, OpenAI's and vLLM's default (chat: up to the context, as
@@ -22,7 +23,7 @@ from .errors import bad_request, from_unillm
 from .schemas import VLLM_EXTRAS, ChatRequest, CompletionRequest
 
 _COMMON = ("temperature", "top_p", "n", "stop", "seed", "presence_penalty",
-           "frequency_penalty", *VLLM_EXTRAS)
+           "frequency_penalty", "logit_bias", *VLLM_EXTRAS)
 
 
 @dataclass
@@ -37,7 +38,6 @@ class Mapped:
 
 
 def completion_params(req: CompletionRequest, config: ServeConfig) -> Mapped:
-    _refuse(req.logit_bias, "logit_bias", "logit_bias is not supported")
     if req.echo:  # null and false both mean no echo
         raise bad_request("echo is not supported: the response holds the completion only",
                           "echo")
@@ -57,7 +57,6 @@ def completion_params(req: CompletionRequest, config: ServeConfig) -> Mapped:
 
 
 def chat_params(req: ChatRequest, config: ServeConfig) -> Mapped:
-    _refuse(req.logit_bias, "logit_bias", "logit_bias is not supported")
     _refuse(req.tools, "tools", "tool calling is not supported")
     if req.tool_choice not in (None, "none"):
         raise bad_request("tool_choice is not supported (only 'none')", "tool_choice")

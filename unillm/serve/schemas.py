@@ -19,14 +19,14 @@ IGNORED = ("user", "metadata", "store", "parallel_tool_calls")
 """Accepted and ignored: they label or route a request, never change its tokens."""
 
 VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos",
-               "stop_token_ids")
+               "stop_token_ids", "allowed_token_ids", "bad_words")
 """Sampling fields vLLM's OpenAI server accepts beyond OpenAI's own (sent via extra_body)."""
 
-REFUSED = frozenset({"logit_bias", "suffix", "best_of", "tools", "tool_choice", "echo",
+REFUSED = frozenset({"suffix", "best_of", "tools", "tool_choice", "echo",
                      "prompt_logprobs"})
 """Fields the schema has so that their refusal names them (a 400 saying why), and that
 are therefore not listed as accepted in the unknown-field error; most are refused only for
-some values (an empty logit_bias, tool_choice "none", response_format text pass)."""
+some values (tool_choice "none", response_format text pass)."""
 
 
 class _Strict(BaseModel):
@@ -83,7 +83,7 @@ class _Sampling(_Strict):
     frequency_penalty: Any = None
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
-    logit_bias: dict[str, Any] | None = None
+    logit_bias: dict[str, Any] | None = None  # token id (as a string) -> bias
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None  # vLLM's
     # vLLM's extras
@@ -93,6 +93,8 @@ class _Sampling(_Strict):
     min_tokens: Any = None
     ignore_eos: Any = None
     stop_token_ids: Any = None
+    allowed_token_ids: Any = None
+    bad_words: Any = None
     include_stop_str_in_output: StrictBool | None = None
     skip_special_tokens: StrictBool | None = None
     spaces_between_special_tokens: StrictBool | None = None

@@ -48,6 +48,9 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         return [BOS, *text.encode("utf-8")]
 
+    def encode_plain(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 

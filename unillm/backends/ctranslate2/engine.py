@@ -55,6 +55,7 @@ from ...engine import (
 from ...errors import EngineError, InvalidParameterError
 from ...params import SamplingParams
 from ...timing import now
+from .choice import NOTES
 from .convert import ensure_converted, is_ctranslate2_model, read_metadata
 
 log = logging.getLogger("unillm.ctranslate2")
@@ -89,12 +90,13 @@ class CTranslate2Options(EngineOptions):
 
 SUPPORTED = frozenset({
     "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "stop_token_ids",
-    "seed", "n", "min_tokens", "ignore_eos",
+    "seed", "n", "min_tokens", "ignore_eos", "structured",
 })
 """Honoured natively. Not here, so refused by the core: min_p, presence/frequency penalties
 (CTranslate2 has none) and logprobs (it returns full-vocabulary logits only after its logits
 processors ran, not the model's own distribution). stop strings are emulated by the core, with
-this engine's per-token hook."""
+this engine's per-token hook. `structured` is a `choice` only, scored exactly (choice.py)."""
+
 
 
 def _parse_device(device: str) -> tuple[str, int]:
@@ -148,7 +150,10 @@ class CTranslate2Engine(Engine):
         "intra_threads": Knob("int", 1, os.cpu_count() or 1, help="threads per generation"),
         "max_batch_size": Knob("int", 0, 64, help="prompts per CTranslate2 batch (0 = all)"),
     }
-    capabilities = Capabilities(params=SUPPORTED, batch_params="uniform", stop_hook=True)
+    capabilities = Capabilities(
+        params=SUPPORTED, batch_params="uniform", stop_hook=True,
+        structured_kinds=frozenset({"choice"}),
+        not_with_structured=frozenset({"repetition_penalty"}), notes=NOTES)
 
     def __init__(self, model: str, options: CTranslate2Options):
         super().__init__(model, options)
@@ -367,6 +372,10 @@ class CTranslate2Engine(Engine):
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         p = requests[0].params
+        if p.structured is not None:
+            from .choice import choose
+
+            return choose(self, requests)
         calls, options = self._plan(requests)
         end = self._end_ids(p)
         results = {id(r): EngineResult([None] * p.n) for r in requests}  # type: ignore[list-item]
@@ -395,6 +404,10 @@ class CTranslate2Engine(Engine):
         together and stops a row once its request is aborted (see streaming.py)."""
         from .streaming import stream_calls
 
+        if requests and requests[0].params.structured is not None:
+            from .choice import stream_choices
+
+            return stream_choices(self, requests)
         return stream_calls(self, requests)
 
     def close(self) -> None:

@@ -113,7 +113,8 @@ class LlamaCppEngine(Engine):
         params=frozenset({
             "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
             "presence_penalty", "frequency_penalty", "seed", "stop_token_ids", "min_tokens",
-            "ignore_eos", "logprobs", "structured",
+            "ignore_eos", "logprobs", "structured", "logit_bias", "allowed_token_ids",
+            "bad_words",
         }),
         batch_params="per_request",
         stop_hook=True,
@@ -261,6 +262,9 @@ class LlamaCppEngine(Engine):
             from unillm.grammars import matchers
 
             (matcher,) = matchers(p.structured, self.tokenizer, 1, self.n_vocab)
+        from unillm.token_rules import TokenRules  # logit_bias, allowed ids, bad words
+
+        rules, generated = TokenRules.of(p, self.tokenizer, self.n_vocab), []
         llm = self.llm
         with SamplerChain(p, n_vocab=self.n_vocab, window=self.context_length,
                           prompt_ids=prompt) as chain:
@@ -269,20 +273,25 @@ class LlamaCppEngine(Engine):
                 "stop_token_ids": sorted(p.stop_token_ids), "ignore_eos": p.ignore_eos,
                 "eos_token_ids": sorted(self.eos_ids), "min_tokens": p.min_tokens,
                 "masked_before_min_tokens": blocked, "logprobs": p.logprobs,
+                **({"token_rules": rules.record()} if rules else {}),
             })
             llm.reset()
             llm.eval(prompt)
             for count in range(1, p.max_tokens + 1):
                 raw = None
-                if p.logprobs is not None or (blocked and count <= p.min_tokens) or matcher:
+                if p.logprobs is not None or (blocked and count <= p.min_tokens) or matcher \
+                        or rules:
                     logits = self._logits()
                     if p.logprobs is not None:
                         raw = logits.copy()
                     if blocked and count <= p.min_tokens:
                         logits[blocked] = -math.inf
+                    if rules is not None:
+                        rules.apply_numpy(logits, generated)
                     if matcher is not None:
                         logits[~matcher.allowed_numpy(self.n_vocab)] = -math.inf
                 token = chain.sample(llm._ctx.ctx)
+                generated.append(token)
                 if matcher is not None:
                     matcher.advance(token)
                 step = _Step(token, now())

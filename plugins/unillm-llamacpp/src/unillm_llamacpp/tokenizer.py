@@ -61,6 +61,10 @@ class GGUFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
+    def encode_plain(self, text: str) -> list[int]:
+        """Ids of `text` without bos and without parsing special tokens (a banned word)."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
     def llguidance_tokenizer(self):
         """This vocabulary for unillm's grammar engine (structured output): each token's bytes,
         control tokens (no bytes) marked special."""
