@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import PartialBatchFailure
 from .params import SamplingParams
-from .results import TokenLogprob
+from .results import TokenLogprob, ToolCall, ToolCallDelta
 
 if TYPE_CHECKING:
     from .decoding import SampleTracker
@@ -79,6 +79,9 @@ class Capabilities:
       each token (text engines: `should_stop(index, text=delta)`) and stops that sample when it
       returns True (so emulated stops end generation early instead of after max_tokens).
     - `concurrent`: calls may overlap from several threads; otherwise the core serialises them.
+    - `tools`: a `chat` engine sends tools to its server, which renders and parses them
+      (requests carry `EngineRequest.tools`; results carry the server's calls). Token-id
+      engines leave it False: unillm renders and reads tools for them (docs/tools.md).
     """
 
     params: frozenset[str]
@@ -87,6 +90,7 @@ class Capabilities:
     chat: bool = False
     stop_hook: bool = False
     concurrent: bool = False
+    tools: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.params) - ALL_FIELDS
@@ -119,6 +123,8 @@ class EngineRequest:
     prompt_token_ids: list[int] | None = None
     messages: list[dict[str, Any]] | None = None
     trackers: list[SampleTracker] | None = field(default=None, repr=False)
+    tools: dict[str, Any] | None = None  # chat engines with `Capabilities.tools`: the OpenAI
+    # request fields (tools, tool_choice, parallel_tool_calls) to send with `messages`
     _aborted: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def abort(self) -> None:
@@ -156,6 +162,7 @@ class EngineSequence:
     logprobs: list[TokenLogprob] | None = None
     output_tokens: int | None = None  # text engines: the server's count of generated tokens
     mask_s: float | None = None  # with `structured`: time spent computing this sample's masks
+    tool_calls: list[ToolCall] | None = None  # engines with `Capabilities.tools`: the server's
 
 
 @dataclass
@@ -202,6 +209,7 @@ class TokenEvent:
     output_tokens: int | None = None
     tokens: int | None = None
     result: EngineResult | None = None
+    tool_calls: list[ToolCallDelta] | None = None  # `Capabilities.tools`: the server's pieces
 
     @property
     def token_count(self) -> int:
@@ -211,7 +219,7 @@ class TokenEvent:
             return len(self.token_ids)
         if self.tokens is not None:
             return self.tokens
-        return 1 if self.text else 0
+        return 1 if (self.text or self.tool_calls) else 0
 
 
 class EngineOptions(BaseModel):
