@@ -132,8 +132,10 @@ class Generator:
     def _tool_request(self, tools: Any, tool_choice: Any, parallel: Any, parser: Any) -> Any:
         if tools is None and tool_choice is None:
             return None
-        from .tools.request import tool_request
+        from .tools.request import ToolRequest, tool_request
 
+        if isinstance(tools, ToolRequest):  # validated already (the server's)
+            return tools
         return tool_request(tools, tool_choice, parallel, parser or self.tool_parser)
 
     def _prepared(
