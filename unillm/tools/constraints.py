@@ -38,12 +38,13 @@ SpecialId = Callable[[str], "int | None"]
 
 def closed(schema: Any) -> Any:
     """A copy of `schema` whose objects with `properties` and no `additionalProperties` are
-    closed. `allOf` branches are left as they are (closing each would reject the others')."""
+    closed. Objects combined with `allOf` are left as they are, and so are its branches
+    (closing either would reject the other's properties)."""
     if not isinstance(schema, Mapping):
         return schema
     out = {k: v for k, v in schema.items()}
-    if "properties" in out and "additionalProperties" not in out \
-            and "patternProperties" not in out:
+    if "properties" in out and not {"additionalProperties", "patternProperties", "allOf",
+                                    "unevaluatedProperties"} & set(out):
         out["additionalProperties"] = False
     for key in _SUBSCHEMA_LISTS:
         if isinstance(out.get(key), list):

@@ -68,6 +68,7 @@ class ToolStreamParser:
         self._bare = False  # a json-layout call without the open marker
         self._announced = False  # the current call's first delta went out
         self._sent = 0  # characters of the current call's arguments already sent
+        self._after_call = False  # content's leading whitespace is dropped after a call
 
     # -- public ----------------------------------------------------------------------------
     def feed(self, text: str) -> Parsed:
@@ -273,6 +274,7 @@ class ToolStreamParser:
         elif complete and member is None:
             self._send(out, "{}")
         self._region = ""
+        self._after_call = True
         return True
 
     def _give_back(self, out: Parsed) -> None:
@@ -285,6 +287,9 @@ class ToolStreamParser:
 
     def _content(self, out: Parsed, text: str) -> None:
         """Content text; trailing whitespace is held until content (not a call) follows."""
+        if self._after_call:  # whitespace after a call separates, it is not content
+            text = text.lstrip(_SPACE)
+            self._after_call = not text
         if not text:
             return
         text = self._held_space + text
