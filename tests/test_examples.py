@@ -25,6 +25,9 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
                           r"plot_tokens_per_s \S*latency-tokens_per_s\.png"], []),
     "structured_output.py": ([r"json: \{.*\} stop \['age', 'name'\]", r"choice: (positive|negative)\n",
                               r"regex: 20[0-9]{2}-[01][0-9]-[0-3][0-9]\n"], []),
+    "tool_agent.py": ([r"turn 0: format: hermes, finish_reason: tool_calls",
+                       r'call: get_weather\(\{"city": ".*"\}\) -> \{"city": ',
+                       r"turn 1: format: hermes, finish_reason: (stop|length)\nanswer: "], []),
     "timing_stats.py": ([r"tpot\s+p50=\s*[\d.]+ms", r"wrote .*stats\.json: 15 requests"], ["{tmp}/stats.json"]),
 }
 
