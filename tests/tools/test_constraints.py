@@ -15,16 +15,16 @@ import pytest
 pytest.importorskip("llguidance", reason="tool constraints need llguidance (unillm[structured])")
 pytest.importorskip("transformers", reason="the test tokenizer needs transformers")
 
-from unillm.grammars import RowMatcher, compile_constraint  # noqa: E402
-from unillm.structured import Structured  # noqa: E402
-from unillm.tokenizer import HFTokenizer  # noqa: E402
-from unillm.tools.constraints import closed, tool_grammar  # noqa: E402
-from unillm.tools.formats import FORMATS  # noqa: E402
-from unillm.tools.parsing import parse_text  # noqa: E402
-from unillm.tools.plan import ToolPlan, special_id  # noqa: E402
-from unillm.tools.request import tool_request  # noqa: E402
+from unillm.grammars import RowMatcher, compile_constraint
+from unillm.structured import Structured
+from unillm.tokenizer import HFTokenizer
+from unillm.tools.constraints import closed, tool_grammar
+from unillm.tools.formats import FORMATS
+from unillm.tools.parsing import parse_text
+from unillm.tools.plan import ToolPlan, special_id
+from unillm.tools.request import tool_request
 
-from .conftest import TOOLS, assert_valid_call  # noqa: E402
+from .conftest import TOOLS, assert_valid_call
 
 WALKS = 25
 

@@ -174,3 +174,33 @@ def test_bad_tools_are_400s_naming_the_field(client):
                                            tool_choice=choice, max_tokens=4)
         assert err.value.body["param"] == param, err.value.body
     assert json.loads(json.dumps(SCHEMAS))  # the shared schemas stay plain JSON
+
+
+def test_the_raw_stream_is_shaped_as_openai_streams_calls(live):
+    """On the wire: one piece per event; a call's first piece has index, id, type and name
+    with empty arguments, later ones only index and argument text; the finish reason comes
+    last, on an empty delta; no event mixes content into a reply of only calls."""
+    import httpx
+
+    body = {"model": MODEL, "messages": ask(PROMPTS[0]), "tools": TOOLS, "stream": True,
+            "tool_choice": "required", "max_tokens": 96, "temperature": 0.0}
+    events = []
+    with httpx.stream("POST", f"{live.v1}/chat/completions", json=body, timeout=120) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[6:]))
+    choices = [e["choices"][0] for e in events]
+    assert choices[0]["delta"] == {"role": "assistant", "content": ""}
+    pieces = [c["delta"]["tool_calls"] for c in choices if "tool_calls" in c["delta"]]
+    assert pieces and all(len(p) == 1 for p in pieces)
+    seen = set()
+    for (piece,) in pieces:
+        if piece["index"] not in seen:
+            seen.add(piece["index"])
+            assert set(piece) == {"index", "id", "type", "function"}
+            assert piece["type"] == "function" and set(piece["function"]) == {"name", "arguments"}
+        else:
+            assert set(piece) == {"index", "function"} and set(piece["function"]) == {"arguments"}
+    assert choices[-1]["delta"] == {} and choices[-1]["finish_reason"] in ("tool_calls", "length")
+    assert all(c["finish_reason"] is None for c in choices[:-1])
+    assert not any(c["delta"].get("content") for c in choices[1:])

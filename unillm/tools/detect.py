@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidParameterError
-from .formats import FORMATS, PARSER_NAMES, RESPONSE_TEMPLATE, ToolFormat, check_parser_name
+from .formats import (
+    FORMATS,
+    PARSER_NAMES,
+    RESPONSE_TEMPLATE,
+    ToolFormat,
+    check_parser_name,
+)
 from .template_format import as_tool_format, declared_template
 
 

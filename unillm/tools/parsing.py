@@ -189,10 +189,9 @@ class ToolStreamParser:
                 self._give_back(out)
             return
         self._announce(out)
-        if scanner.done:
-            if self._end_call(out, complete=True):
-                self._mode = {"tagged": "close", "array": "array_next",
-                              "json": "json_next"}[self.fmt.layout]
+        if scanner.done and self._end_call(out, complete=True):
+            self._mode = {"tagged": "close", "array": "array_next",
+                          "json": "json_next"}[self.fmt.layout]
 
     def _in_close(self, out: Parsed, final: bool) -> None:
         """tagged: after a call object, its closing marker (absent: lenient, back to text)."""

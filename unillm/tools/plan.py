@@ -61,7 +61,7 @@ class ToolPlan:
 
     def parser(self, sample: int) -> Any:
         assert self.choice is not None
-        ids = lambda call: self.call_id(sample, call)  # noqa: E731
+        ids = lambda call: self.call_id(sample, call)
         if self.choice.template is not None:
             from .template_format import TemplateStreamParser
 

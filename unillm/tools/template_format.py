@@ -129,7 +129,7 @@ class TemplateStreamParser:
         if self.calls:
             return Parsed()
         seen = "".join(self.content_parts)
-        rest = self._text[len(seen):] if self._text.startswith(seen) else self._text
+        rest = self._text.removeprefix(seen)
         return self._as_content(rest)
 
     def _as_content(self, text: str) -> Parsed:
