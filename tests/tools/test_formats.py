@@ -109,3 +109,18 @@ def test_tools_and_a_response_constraint_are_refused_together(tool_models):
     with unillm.load("transformers", tool_models("qwen2-tools")) as gen:
         with pytest.raises(UnsupportedParameterError, match="together with tools"):
             gen.chat(conversation("Hi"), SP(structured={"regex": "a+"}), tools=TOOLS)
+
+
+def test_a_bare_gguf_file_renders_and_enforces_tools(tool_models):
+    """A .gguf without its Hugging Face directory: llama.cpp's own tokenizer renders the
+    template it carries (tools included) and the grammar runs on its vocabulary."""
+    require_engine("llamacpp")
+    from unillm_llamacpp.convert import cached_gguf
+
+    gguf = cached_gguf(tool_models("llama-tools"), "f32")
+    with unillm.load("llamacpp", str(gguf)) as gen:
+        assert type(gen.tokenizer).__name__ == "GGUFTokenizer"
+        out = gen.chat(conversation("Add 2 and 3."), GREEDY, tools=TOOLS, tool_choice=NAMED)
+        assert out.tool_format == "llama3_json" and out.finish_reason == "tool_calls"
+        assert_valid_call("add", out.tool_calls[0].arguments)
+        assert '"name": "add"' in gen.tokenizer.chat_text(conversation("x"), TOOLS)
