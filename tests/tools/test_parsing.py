@@ -141,6 +141,7 @@ def test_tool_requests_are_validated_naming_the_field():
     assert tool_request(TOOLS, {"type": "function", "function": {"name": "add"}}).function == "add"
     assert tool_request([t["function"] for t in TOOLS]).definitions == tool_request(TOOLS).definitions
     assert tool_request(None) is None and tool_request([]).choice == "none"
+    assert tool_request([], "auto").choice == "none"
     bad = [
         ([{"type": "function", "function": {"name": "a b"}}], None, "tools[0].function.name"),
         ([{"type": "code"}], None, "tools[0].type"),

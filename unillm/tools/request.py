@@ -147,7 +147,7 @@ def _choice(value: Any, names: frozenset[str]) -> tuple[str, str | None]:
                        "{'type': 'function', 'function': {'name': ...}}")
         if value == "required" and not names:
             raise _bad("tool_choice", value, "'none' or 'auto' when no tools are given")
-        return value, None
+        return (value if names else "none"), None  # auto without tools: nothing to call
     if isinstance(value, Mapping):
         function = value.get("function")
         name = function.get("name") if isinstance(function, Mapping) else None
