@@ -82,6 +82,10 @@ class Capabilities:
     - `tools`: a `chat` engine sends tools to its server, which renders and parses them
       (requests carry `EngineRequest.tools`; results carry the server's calls). Token-id
       engines leave it False: unillm renders and reads tools for them (docs/tools.md).
+    - `limits`: ``(field, low, high)`` for native fields whose values the engine accepts only
+      in a narrower range than `SamplingParams` allows (vLLM: temperature <= 2). The planner
+      refuses a value outside it before the request is queued, instead of letting the engine
+      fail inside a batch (or a server answer 500).
     """
 
     params: frozenset[str]
@@ -91,11 +95,16 @@ class Capabilities:
     stop_hook: bool = False
     concurrent: bool = False
     tools: bool = False
+    limits: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.params) - ALL_FIELDS
         if unknown:
             raise ValueError(f"Capabilities.params names unknown fields: {sorted(unknown)}")
+        unlimited = {name for name, _, _ in self.limits} - set(self.params)
+        if unlimited:
+            raise ValueError(f"Capabilities.limits names fields the engine does not honour "
+                             f"natively: {sorted(unlimited)}")
         missing = {"max_tokens", "temperature"} - set(self.params)
         if missing:
             raise ValueError(f"every engine must honour {sorted(missing)} natively")

@@ -99,6 +99,7 @@ class OpenAIProtocol:
         return Capabilities(
             params=frozenset(params), batch_params="per_request", token_ids=False, chat=True,
             stop_hook="stop" not in params, concurrent=concurrent, tools=tools,
+            limits=self.profile.limits,
         )
 
     def body(self, model: str, request: EngineRequest,

@@ -43,7 +43,7 @@ from ..results import TokenLogprob
 from ..timing import now
 from . import _vllm_driver as driver
 from . import _vllm_setup as setup
-from ._vllm_options import FORCED, PASSED_THROUGH, VllmOptions, structured_outputs
+from ._vllm_options import FORCED, PASSED_THROUGH, VLLM_LIMITS, VllmOptions, structured_outputs
 
 INSTALL_HINT = (
     'pip install "unillm[vllm]" (CUDA) or, on a CPU-only machine, '
@@ -66,7 +66,8 @@ class VllmEngine(Engine):
         "max_num_batched_tokens": Knob("int", 256, 16384, log=True, help="tokens per engine step"),
         "enforce_eager": Knob("choice", choices=(True, False)),
     }
-    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True)
+    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True,
+                                limits=VLLM_LIMITS)
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)
