@@ -147,3 +147,12 @@ def test_greedy_copies_name_their_calls_apart(gen):
     assert len(out.samples) == 3
     assert len({s.tool_calls[0].id for s in out.samples}) == 3
     assert len({s.tool_calls[0].arguments for s in out.samples}) == 1
+
+
+def test_a_stop_string_that_cuts_a_call_leaves_finish_reason_stop(gen):
+    params = SP(max_tokens=128, temperature=0.0, stop=['"minute"'])
+    out = gen.chat(conversation(PROMPTS[2]), params, tools=TOOLS, tool_choice=NAMED)
+    assert out.stop_reason == '"minute"' and out.finish_reason == "stop"
+    assert out.tool_calls[0].name == "set_alarm"  # what was written, cut short
+    stream = gen.stream_chat(conversation(PROMPTS[2]), params, tools=TOOLS, tool_choice=NAMED)
+    assert list(stream)[-1].finish_reason == stream.completion.finish_reason == "stop"

@@ -91,7 +91,8 @@ class ToolPlan:
 
     def finish_sample(self, sample: Sample, server_calls: list[ToolCall] | None) -> Sample:
         """The sample with its tool calls, content and finish reason (``tool_calls`` where
-        it made calls and ended by itself)."""
+        it made calls, ended by itself, and every call's arguments are whole JSON: a stop
+        string that cut a call leaves ``stop``)."""
         if not self.active:
             return sample
         if self.mode == "server":
@@ -102,7 +103,9 @@ class ToolPlan:
             parser.feed(self.parse_input(sample.text, sample.token_ids, self.decode))
             parser.finish()
             calls, content = parser.tool_calls(), parser.content
-        finish = "tool_calls" if calls and sample.finish_reason == "stop" else sample.finish_reason
+        whole = self.mode == "server" or all(_is_json(c.arguments) for c in calls)
+        finish = "tool_calls" if calls and whole and sample.finish_reason == "stop" \
+            else sample.finish_reason
         return replace(sample, tool_calls=calls, content=content, finish_reason=finish)
 
     def copy_sample(self, sample: Sample, index: int) -> Sample:
@@ -139,6 +142,17 @@ class ToolStream:
         return replace(chunk, finish_reason=finish_reason,  # type: ignore[arg-type]
                        tool_calls=tuple(_merged(parsed.deltas + tail.deltas)),
                        content=parsed.content + tail.content)
+
+
+def _is_json(text: str) -> bool:
+    """Whether a call's arguments are whole (a stop string can cut a call short)."""
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _merged(deltas: list[ToolCallDelta]) -> list[ToolCallDelta]:
