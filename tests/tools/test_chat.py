@@ -141,6 +141,26 @@ def test_auto_is_lazy_and_a_reply_without_calls_is_all_content(gen):
         assert out.content == out.text and out.finish_reason in ("stop", "length")
 
 
+def test_auto_constrains_nothing_before_the_marker(gen):
+    """Greedy tokens with ``auto`` are those of the same prompt without a grammar, until a
+    call starts; the one exception is a raw 0xFF byte, which llguidance reserves (no UTF-8
+    text holds it; only random weights write it)."""
+    for prompt in PROMPTS:
+        conv = conversation(prompt)
+        auto = gen.chat(conv, SP(max_tokens=64, temperature=0.0), tools=TOOLS)
+        free = gen.chat(conv, SP(max_tokens=64, temperature=0.0), tools=TOOLS,
+                        tool_choice="none")
+        if auto.tool_calls:
+            continue
+        same = [a == b for a, b in zip(auto.token_ids, free.token_ids)]
+        if all(same) and len(auto.token_ids) == len(free.token_ids):
+            continue
+        k = same.index(False) if False in same else min(len(auto.token_ids),
+                                                         len(free.token_ids))
+        diverged = free.token_ids[k] if k < len(free.token_ids) else auto.token_ids[k]
+        assert "\u00ff" in gen.tokenizer.hf.convert_ids_to_tokens(diverged), (prompt, k)
+
+
 def test_greedy_copies_name_their_calls_apart(gen):
     out = gen.chat(conversation(PROMPTS[2]), SP(max_tokens=128, temperature=0.0, n=3),
                    tools=TOOLS, tool_choice=NAMED)

@@ -10,7 +10,9 @@ parameter schema, inlined with ``%json`` (each tool's schema compiles on its own
   nothing else; every call parses and its arguments validate against the tool's schema.
 - ``auto``: free text until the format's marker appears, then a valid call (llguidance's lazy
   lexemes: the trigger is the marker, written as text or as one special token); formats whose
-  calls open with bare JSON (Llama 3) allow any reply that does not start with ``{``.
+  calls open with bare JSON (Llama 3) allow any reply that does not start with ``{``. Before
+  the marker nothing is constrained: greedy tokens are those of the same call without tools'
+  grammar (`ANY`).
 
 Objects in a tool's schema that list `properties` but do not say `additionalProperties` are
 closed (as OpenAI's strict mode requires): a call then holds only arguments the tool declares,
@@ -34,6 +36,11 @@ _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
 _SUBSCHEMAS = ("items", "additionalProperties", "not", "contains", "if", "then", "else")
 
 SpecialId = Callable[[str], "int | None"]
+
+ANY = r"ANY: /(?s:.*)/ | ~/(?s:.*)/"
+"""Free text, as the model would write it unconstrained: any text, and (the complement of
+valid UTF-8) any byte sequence, so that before a tool-call marker ``auto`` changes nothing,
+not even a weak model's broken UTF-8."""
 
 
 def closed(schema: Any) -> Any:
@@ -116,8 +123,7 @@ def tool_grammar(fmt: ToolFormat, request: ToolRequest, special: SpecialId) -> s
         if not lazy:
             rules.append(f"start: {calls}")
         else:
-            rules.append("TEXT: /([^{](.|\\n)*)?/")
-            rules.append(f"start: TEXT | {calls}")
+            rules += [ANY, "TEXT: (/[^{]/ ANY)?", f"start: TEXT | {calls}"]
     rules += _bodies(fmt, request.offered)
     return "\n".join(rules) + "\n"
 
@@ -125,7 +131,7 @@ def tool_grammar(fmt: ToolFormat, request: ToolRequest, special: SpecialId) -> s
 def _lazy_trigger(opened: str, marker: str, special_open: bool) -> list[str]:
     """Free text up to the marker: a lazy lexeme ending in it (a special-token marker is its
     own token, so plain text followed by the token does)."""
-    rules = ["TEXT: /(.|\\n)*/"]
+    rules = [ANY, "TEXT: ANY"]
     if special_open:
         rules.append(f"trigger: TEXT {opened}")
     else:
