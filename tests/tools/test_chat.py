@@ -145,11 +145,10 @@ def test_auto_constrains_nothing_before_the_marker(gen):
     """Greedy tokens with ``auto`` are those of the same prompt without a grammar, until a
     call starts; the one exception is a raw 0xFF byte, which llguidance reserves (no UTF-8
     text holds it; only random weights write it)."""
-    for prompt in PROMPTS:
-        conv = conversation(prompt)
-        auto = gen.chat(conv, SP(max_tokens=64, temperature=0.0), tools=TOOLS)
-        free = gen.chat(conv, SP(max_tokens=64, temperature=0.0), tools=TOOLS,
-                        tool_choice="none")
+    convs, params = [conversation(p) for p in PROMPTS], SP(max_tokens=64, temperature=0.0)
+    autos = gen.chat(convs, params, tools=TOOLS)
+    frees = gen.chat(convs, params, tools=TOOLS, tool_choice="none")
+    for prompt, auto, free in zip(PROMPTS, autos, frees):
         if auto.tool_calls:
             continue
         same = [a == b for a, b in zip(auto.token_ids, free.token_ids)]
