@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 
 
-def example_model() -> str:
+def example_model(default: str = "test:llama-tiny") -> str:
+    """$UNILLM_EXAMPLE_MODEL, else the test model `default` (``test:PRESET``)."""
     from unillm.testing import resolve_model
 
-    return resolve_model(os.environ.get("UNILLM_EXAMPLE_MODEL", "test:llama-tiny"))
+    return resolve_model(os.environ.get("UNILLM_EXAMPLE_MODEL", default))

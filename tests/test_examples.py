@@ -33,6 +33,9 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     # failed check fails this test; at least 30 checks must pass (the rest are skipped with
     # the reason: parameters the engine does not declare).
     "minimal_engine_test.py": ([r"\b([3-9]\d|[1-9]\d\d+) passed"], []),
+    "tool_agent.py": ([r"turn 0: format: hermes, finish_reason: tool_calls",
+                       r'call: get_weather\(\{"city": ".*"\}\) -> \{"city": ',
+                       r"turn 1: format: hermes, finish_reason: (stop|length)\nanswer: "], []),
     "timing_stats.py": ([r"tpot\s+p50=\s*[\d.]+ms", r"wrote .*stats\.json: 15 requests"], ["{tmp}/stats.json"]),
 }
 

@@ -50,7 +50,7 @@ from .hookspecs import hookimpl
 from .loading import load
 from .params import SamplingParams
 from .registry import EngineInfo, engines, register_plugin
-from .results import Chunk, Completion, Completions, Sample, TokenLogprob
+from .results import Chunk, Completion, Completions, Sample, TokenLogprob, ToolCall, ToolCallDelta
 from .timing import RunTiming, Stats, Summary, Timing
 
 __version__ = "0.1.0"
@@ -104,6 +104,8 @@ __all__ = [
     "Summary",
     "TokenEvent",
     "TokenLogprob",
+    "ToolCall",
+    "ToolCallDelta",
     "Timing",
     "TokensPrompt",
     "UnillmError",

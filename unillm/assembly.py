@@ -71,8 +71,18 @@ def build_sample(
         from .grammars import text_complete
 
         complete = text_complete(prepared.params.structured, final.text)
-    return Sample(index, final.text, final.token_ids, final.finish_reason,  # type: ignore[arg-type]
-                  timing, final.stop_reason, logprobs, complete)
+    sample = Sample(index, final.text, final.token_ids, final.finish_reason,  # type: ignore[arg-type]
+                    timing, final.stop_reason, logprobs, complete)
+    if prepared.tools is not None:  # tool calls read from the text, or the server's
+        sample = prepared.tools.finish_sample(sample, seq.tool_calls)
+    return sample
+
+
+def copy_sample(prepared: Prepared, sample: Sample, index: int) -> Sample:
+    """Greedy `n`: sample 0 again as sample `index`."""
+    if prepared.tools is not None:
+        return prepared.tools.copy_sample(sample, index)
+    return replace(sample, index=index)
 
 
 def build_completion(engine_name: str, prepared: Prepared, samples: list[Sample],
@@ -81,7 +91,7 @@ def build_completion(engine_name: str, prepared: Prepared, samples: list[Sample]
     received (the first request's record; with emulated n, also how many requests ran)."""
     samples = list(samples)
     for i in range(1, prepared.plan.copies):
-        samples.append(replace(samples[0], index=i))
+        samples.append(copy_sample(prepared, samples[0], i))
     received: Mapping[str, Any] = results[0].received if results else {}
     if len(prepared.requests) > 1:
         received = {**received, "requests": len(prepared.requests)}
@@ -90,6 +100,7 @@ def build_completion(engine_name: str, prepared: Prepared, samples: list[Sample]
         engine_params=received, prompt=prepared.prompt,
         prompt_token_ids=tuple(prepared.prompt_ids) if prepared.prompt_ids is not None else None,
         emulated=prepared.plan.emulated,
+        tool_format=prepared.tools.format_name if prepared.tools is not None else None,
     )
 
 
@@ -184,6 +195,7 @@ class SampleRecord:
 
     seq: EngineSequence = field(default_factory=lambda: EngineSequence([], "length",
                                                                        token_times=[]))
+    tool_calls: Any = None  # a ToolCallAccumulator, once a server sends call pieces
 
     def add(self, event: TokenEvent, at: float) -> None:
         seq = self.seq
@@ -196,6 +208,13 @@ class SampleRecord:
             seq.logprobs.extend(event.logprobs)
         if event.output_tokens is not None:
             seq.output_tokens = event.output_tokens
+        if event.tool_calls:  # a server's call pieces, whole calls at the end
+            if self.tool_calls is None:
+                from .tools.accumulate import ToolCallAccumulator
+
+                self.tool_calls = ToolCallAccumulator()
+            self.tool_calls.feed([d.to_openai() for d in event.tool_calls])
+            seq.tool_calls = self.tool_calls.calls()
 
 
 def logprobs_of(event: TokenEvent) -> tuple[TokenLogprob, ...] | None:

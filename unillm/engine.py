@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import PartialBatchFailure
 from .params import SamplingParams
-from .results import TokenLogprob
+from .results import TokenLogprob, ToolCall, ToolCallDelta
 from .structured import KINDS
 
 if TYPE_CHECKING:
@@ -87,6 +87,9 @@ class Capabilities:
     - `not_with_structured`: fields it cannot combine with a constraint.
     - `notes`: why it refuses a field (or a kind of constraint, keyed ``structured``), shown
       in the refusal; not part of the capabilities' identity.
+    - `tools`: a `chat` engine sends tools to its server, which renders and parses them
+      (requests carry `EngineRequest.tools`; results carry the server's calls). Token-id
+      engines leave it False: unillm renders and reads tools for them (docs/tools.md).
     - `limits`: ``(field, low, high)`` for native fields whose values the engine accepts only
       in a narrower range than `SamplingParams` allows (vLLM: temperature <= 2). The planner
       refuses a value outside it before the request is queued, instead of letting the engine
@@ -103,6 +106,7 @@ class Capabilities:
     structured_whitespace: frozenset[str] = frozenset({"compact", "flexible"})
     not_with_structured: frozenset[str] = frozenset()
     notes: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    tools: bool = False
     limits: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
@@ -140,6 +144,8 @@ class EngineRequest:
     prompt_token_ids: list[int] | None = None
     messages: list[dict[str, Any]] | None = None
     trackers: list[SampleTracker] | None = field(default=None, repr=False)
+    tools: dict[str, Any] | None = None  # chat engines with `Capabilities.tools`: the OpenAI
+    # request fields (tools, tool_choice, parallel_tool_calls) to send with `messages`
     _aborted: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def abort(self) -> None:
@@ -177,6 +183,7 @@ class EngineSequence:
     logprobs: list[TokenLogprob] | None = None
     output_tokens: int | None = None  # text engines: the server's count of generated tokens
     mask_s: float | None = None  # with `structured`: time spent computing this sample's masks
+    tool_calls: list[ToolCall] | None = None  # engines with `Capabilities.tools`: the server's
 
 
 @dataclass
@@ -223,6 +230,7 @@ class TokenEvent:
     output_tokens: int | None = None
     tokens: int | None = None
     result: EngineResult | None = None
+    tool_calls: list[ToolCallDelta] | None = None  # `Capabilities.tools`: the server's pieces
 
     @property
     def token_count(self) -> int:
@@ -232,7 +240,7 @@ class TokenEvent:
             return len(self.token_ids)
         if self.tokens is not None:
             return self.tokens
-        return 1 if self.text else 0
+        return 1 if (self.text or self.tool_calls) else 0
 
 
 class EngineOptions(BaseModel):

@@ -56,13 +56,14 @@ class UnsupportedParameterError(UnillmError, ValueError):
     be what the caller asked for.
     """
 
-    def __init__(self, engine: str, field: str, value: object = None, reason: str = ""):
+    def __init__(self, engine: str, field: str, value: object = None, reason: str = "", *,
+                 owner: str = "SamplingParams"):
         self.engine = engine
         self.field = field
         self.value = value
         detail = f": {reason}" if reason else ""
         super().__init__(
-            f"engine {engine!r} cannot honour SamplingParams.{field} = {value!r}{detail}. "
+            f"engine {engine!r} cannot honour {owner}.{field} = {value!r}{detail}. "
             f"Leave {field} at its default or choose an engine that supports it."
         )
 

@@ -41,6 +41,9 @@ from .timing import now
 __all__ = ["AsyncStream", "Generator", "InvalidPromptError", "MultiStream", "Prepared",
            "PromptLike", "Stream", "TokensPrompt"]
 
+ToolChoice = str | Mapping[str, Any]
+"""``"auto"``, ``"none"``, ``"required"`` or ``{"type": "function", "function": {"name"}}``."""
+
 
 class Generator:
     """Generates text with one loaded engine. Get one from `unillm.load`.
@@ -50,10 +53,12 @@ class Generator:
     manager, or call `close()`, to free the engine.
     """
 
-    def __init__(self, engine: Engine, *, engine_name: str, model: str):
+    def __init__(self, engine: Engine, *, engine_name: str, model: str,
+                 tool_parser: str | None = None):
         self.engine = engine
         self.engine_name = engine_name
         self.model = model
+        self.tool_parser = tool_parser  # the tool-call format, when the model cannot tell
         self._calls = EngineCalls(engine, engine_name)
         self._closed = False
 
@@ -103,30 +108,48 @@ class Generator:
         params: ParamsLike | None = None,
         *,
         messages: Messages | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+        parallel_tool_calls: bool | None = None,
+        tool_parser: str | None = None,
     ) -> Prepared:
         """Validate, tokenize and plan one prompt (or conversation) now; run it later.
 
         Every error a call would raise about its input (`ContextLengthError`,
         `UnsupportedParameterError`, `InvalidPromptError`) is raised here, so a server can
         reject a request before queueing it. Pass the result, once, wherever a prompt is
-        accepted (`generate`, `agenerate`, `stream`, `astream`, `stream_many`).
+        accepted (`generate`, `agenerate`, `stream`, `astream`, `stream_many`). The tool
+        arguments are `chat`'s; with a prompt of token ids, the ids are taken as the
+        conversation already rendered with the tools.
         """
         self._check_open()
         if (prompt is None) == (messages is None):
             raise InvalidPromptError("prepare() takes a prompt or messages, not both or neither")
-        return prepare(self.engine, self.engine_name, prompt, as_params(params), messages)
+        request = self._tool_request(tools, tool_choice, parallel_tool_calls, tool_parser)
+        return prepare(self.engine, self.engine_name, prompt, as_params(params), messages,
+                       request)
+
+    def _tool_request(self, tools: Any, tool_choice: Any, parallel: Any, parser: Any) -> Any:
+        if tools is None and tool_choice is None:
+            return None
+        from .tools.request import ToolRequest, tool_request
+
+        if isinstance(tools, ToolRequest):  # validated already (the server's)
+            return tools
+        return tool_request(tools, tool_choice, parallel, parser or self.tool_parser)
 
     def _prepared(
         self,
         prompts: Sequence[PromptLike | Prepared] | None,
         params: ParamsLike | Sequence[ParamsLike] | None,
         conversations: Sequence[Messages] | None = None,
+        tools: Any = None,
     ) -> list[Prepared]:
         self._check_open()
         count = len(conversations) if conversations is not None else len(prompts or ())
         per = per_prompt_params(params, count)
         if conversations is not None:
-            jobs = [prepare(self.engine, self.engine_name, None, p, messages=m)
+            jobs = [prepare(self.engine, self.engine_name, None, p, messages=m, tools=tools)
                     for m, p in zip(conversations, per)]
         else:
             jobs = [pr if isinstance(pr, Prepared)
@@ -219,22 +242,33 @@ class Generator:
     def _is_conversation(messages: Any) -> bool:
         return bool(messages) and isinstance(messages[0], Mapping)
 
-    def chat(self, messages, params=None):
+    def chat(self, messages, params=None, *, tools=None, tool_choice=None,
+             parallel_tool_calls=None, tool_parser=None):
         """Chat through the model's chat template (or the server's, for HTTP engines).
 
         One conversation (a list of ``{"role", "content"}`` dicts) returns a `Completion`; a
         list of conversations returns `Completions`.
+
+        `tools` (OpenAI's format) are rendered into the template; the calls the model makes
+        are on `Completion.tool_calls` (finish reason ``tool_calls``). `tool_choice`:
+        ``"auto"`` (the default with tools), ``"none"``, ``"required"`` or
+        ``{"type": "function", "function": {"name": ...}}``; required and named calls are
+        enforced by a grammar, so they always parse and validate. `tool_parser` names the
+        model's tool-call format where it cannot be told from the model (docs/tools.md).
         """
         single = self._is_conversation(messages)
         convs = [messages] if single else list(messages)
-        out = self._run(self._prepared(None, params, conversations=convs))
+        request = self._tool_request(tools, tool_choice, parallel_tool_calls, tool_parser)
+        out = self._run(self._prepared(None, params, conversations=convs, tools=request))
         return out[0] if single else out
 
-    async def achat(self, messages, params=None):
+    async def achat(self, messages, params=None, *, tools=None, tool_choice=None,
+                    parallel_tool_calls=None, tool_parser=None):
         """`chat` for asyncio."""
         single = self._is_conversation(messages)
         convs = [messages] if single else list(messages)
-        out = await self._arun(self._prepared(None, params, conversations=convs))
+        request = self._tool_request(tools, tool_choice, parallel_tool_calls, tool_parser)
+        out = await self._arun(self._prepared(None, params, conversations=convs, tools=request))
         return out[0] if single else out
 
     # -- streaming -------------------------------------------------------------------------
@@ -246,17 +280,31 @@ class Generator:
         """
         return Stream(self._calls, self._prepared([prompt], params)[0])
 
-    def stream_chat(self, messages: Messages, params: ParamsLike | None = None) -> Stream:
-        """`stream` for one conversation, through the chat template."""
-        return Stream(self._calls, self._prepared(None, params, conversations=[messages])[0])
+    def stream_chat(self, messages: Messages, params: ParamsLike | None = None, *,
+                    tools: Sequence[Mapping[str, Any]] | None = None,
+                    tool_choice: ToolChoice | None = None,
+                    parallel_tool_calls: bool | None = None,
+                    tool_parser: str | None = None) -> Stream:
+        """`stream` for one conversation, through the chat template. With `tools` (as in
+        `chat`), each `Chunk` carries its pieces of the tool calls (`Chunk.tool_calls`, as
+        OpenAI streams them) and its `content`."""
+        request = self._tool_request(tools, tool_choice, parallel_tool_calls, tool_parser)
+        return Stream(self._calls, self._prepared(None, params, conversations=[messages],
+                                                  tools=request)[0])
 
     def astream(self, prompt: PromptLike | Prepared, params: ParamsLike | None = None) -> AsyncStream:
         """`stream` for asyncio (``async for chunk in gen.astream(...)``)."""
         return AsyncStream(self._calls, self._prepared([prompt], params)[0])
 
-    def astream_chat(self, messages: Messages, params: ParamsLike | None = None) -> AsyncStream:
+    def astream_chat(self, messages: Messages, params: ParamsLike | None = None, *,
+                     tools: Sequence[Mapping[str, Any]] | None = None,
+                     tool_choice: ToolChoice | None = None,
+                     parallel_tool_calls: bool | None = None,
+                     tool_parser: str | None = None) -> AsyncStream:
         """`stream_chat` for asyncio."""
-        return AsyncStream(self._calls, self._prepared(None, params, conversations=[messages])[0])
+        request = self._tool_request(tools, tool_choice, parallel_tool_calls, tool_parser)
+        return AsyncStream(self._calls, self._prepared(None, params, conversations=[messages],
+                                                       tools=request)[0])
 
     def stream_many(
         self,

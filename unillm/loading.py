@@ -28,7 +28,8 @@ def load(
     `engine` is a registered engine name (`unillm engines` lists them); `model` is whatever the
     engine loads (a local directory, a hub id, a .gguf file, a model name on a server);
     `options` are the engine's own (`dtype`, `device`, `compute_type`, `base_url`, ...),
-    validated by the engine's options schema. An engine that is not installed raises
+    validated by the engine's options schema, plus `tool_parser`: the model's tool-call
+    format where it cannot be told from the model (docs/tools.md). An engine that is not installed raises
     `EngineUnavailableError` with the command that installs it. HTTP engines may leave `model`
     out: the server's own model is used.
 
@@ -37,6 +38,11 @@ def load(
     `retry`, `max_restarts` and `ray_actor_options` configure them and are only accepted with
     `replicas`.
     """
+    tool_parser = options.pop("tool_parser", None)
+    if tool_parser is not None:
+        from .tools.formats import check_parser_name
+
+        tool_parser = check_parser_name(tool_parser)
     replica_args = {
         "ray_address": ray_address, "num_cpus": num_cpus, "num_gpus": num_gpus, "retry": retry,
         "max_restarts": max_restarts, "ray_actor_options": ray_actor_options,
@@ -49,10 +55,14 @@ def load(
             raise InvalidParameterError("model", None, "a model path or id: each replica loads it",
                                         owner="unillm.load")
 
-        return load_replicated(engine, os.fspath(model), replicas=replicas, options=options, **given)
+        gen = load_replicated(engine, os.fspath(model), replicas=replicas, options=options,
+                              **given)
+        gen.tool_parser = tool_parser
+        return gen
     if given:
         field = next(iter(given))
         raise InvalidParameterError(field, given[field], "only used with replicas=N (Ray replicas)",
                                     owner="unillm.load")
     instance, info = build_engine(engine, model, **options)
-    return Generator(instance, engine_name=info.name, model=instance.model or os.fspath(model or ""))
+    return Generator(instance, engine_name=info.name, model=instance.model or os.fspath(model or ""),
+                     tool_parser=tool_parser)

@@ -192,6 +192,38 @@ def plan(
     return Plan(engine_params, rules, request_params, copies, tuple(sorted(emulated)))
 
 
+TOOL_CONSTRAINING_ENGINES = "the transformers, llamacpp and vllm engines"
+
+
+def tool_mode(choice: str, caps: Capabilities, engine: str, params: SamplingParams) -> str:
+    """How a chat call with tools runs (docs/tools.md): ``server`` (a chat engine's server
+    renders and parses them), ``constrained`` (unillm renders, enforces with a grammar and
+    parses), ``parsed`` (unillm renders and parses; the engine cannot constrain), ``none``
+    (rendered, no call wanted). `choice` is ``auto``, ``none``, ``required`` or ``function``.
+    """
+    if caps.chat:
+        if not caps.tools:
+            raise UnsupportedParameterError(
+                engine, "tools", "[...]", "this engine does not send tools to its server; the "
+                "openai engine does (or use a local engine)", owner="Generator.chat")
+        return "server"
+    if choice != "none" and params.structured is not None:
+        raise UnsupportedParameterError(
+            engine, "structured", params.structured.kind, "together with tools: the reply is "
+            "either tool calls or text, and a tool's arguments already follow its schema; "
+            "leave structured unset, or set tool_choice='none'")
+    if choice == "none":
+        return "none"
+    constrains = "structured" in caps.params
+    if choice in ("required", "function") and not constrains:
+        raise UnsupportedParameterError(
+            engine, "tool_choice", choice if choice == "required" else "{a named function}",
+            "this engine cannot constrain its tokens, so a tool call could not be "
+            f"guaranteed; {TOOL_CONSTRAINING_ENGINES} can, or use tool_choice='auto'",
+            owner="Generator.chat")
+    return "constrained" if constrains else "parsed"
+
+
 def batch_groups(requests: Sequence[EngineRequest], caps: Capabilities) -> list[list[int]]:
     """Which requests go to the engine in one call (indices, in order): all of them if the
     engine mixes parameters in a batch (``per_request``), else one call per distinct

@@ -7,14 +7,18 @@ refuse a request when it arrives and run the prompts it accepted later, in one b
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypedDict
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .decoding import SampleTracker
 from .engine import Engine, EngineRequest
 from .errors import ContextLengthError, EngineError, InvalidParameterError, InvalidPromptError
 from .params import SamplingParams
 from .planning import Plan, plan
+
+if TYPE_CHECKING:
+    from .tools.plan import ToolPlan
+    from .tools.request import ToolRequest
 
 
 class TokensPrompt(TypedDict):
@@ -45,6 +49,7 @@ class Prepared:
     prompt_ids: list[int] | None = None
     claimed: bool = False
     compile_s: float | None = None  # with `structured`: compiling it here (a cache hit: ~0)
+    tools: ToolPlan | None = None  # a chat call with tools (docs/tools.md)
 
     @property
     def batch_key(self) -> tuple[SamplingParams, ...]:
@@ -88,8 +93,8 @@ def per_prompt_params(params: ParamsLike | Sequence[ParamsLike] | None,
 
 
 def _prompt_ids(engine: Engine, engine_name: str, prompt: PromptLike | None,
-                messages: Messages | None) -> tuple[str | None, list[int] | None,
-                                                    list[dict[str, Any]] | None]:
+                messages: Messages | None, tools: ToolPlan | None = None,
+                ) -> tuple[str | None, list[int] | None, list[dict[str, Any]] | None]:
     """(prompt text, prompt ids, messages for a chat engine), as the engine takes them."""
     caps = engine.capabilities
     tok = engine.tokenizer
@@ -98,7 +103,14 @@ def _prompt_ids(engine: Engine, engine_name: str, prompt: PromptLike | None,
             return None, None, [dict(m) for m in messages]
         if tok is None:
             raise InvalidPromptError(f"engine {engine_name!r} has no tokenizer for chat")
+        if tools is not None:
+            from .tools.messages import chat_ids
+
+            return None, chat_ids(tok, messages, tools.request.definitions), None
         return None, tok.chat_token_ids(messages), None
+    if tools is not None and tools.mode == "server":
+        raise InvalidPromptError("tools need a conversation (messages) on engine "
+                                 f"{engine_name!r}: its server renders them")
     if isinstance(prompt, str):
         if not caps.token_ids:
             return prompt, None, None
@@ -115,11 +127,19 @@ def _prompt_ids(engine: Engine, engine_name: str, prompt: PromptLike | None,
 
 
 def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params: SamplingParams,
-            messages: Messages | None = None) -> Prepared:
+            messages: Messages | None = None, tools: ToolRequest | None = None) -> Prepared:
     """Plan `params` for the engine, tokenize the prompt (or conversation), check it fits the
-    context, and build the engine requests."""
+    context, and build the engine requests. With `tools`, the conversation is rendered with
+    them and `params` gain the grammar that enforces the calls, where unillm enforces them
+    (`tools.plan`); a prompt given as ids is taken as already rendered with them."""
     caps = engine.capabilities
     tok = engine.tokenizer
+    tool_plan = None
+    if tools is not None:
+        from .tools.plan import plan_tools
+
+        tool_plan = plan_tools(engine, engine_name, tools, params)
+        params = tool_plan.params
     eos = tok.eos_token_ids if tok is not None else frozenset()
     the_plan = plan(params, caps, engine_name, eos)
     compile_s = None
@@ -137,7 +157,10 @@ def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params:
             check_token_ids(params, getattr(tok, "vocab_size", None))
             if params.bad_words:
                 bad_word_sequences(params.bad_words, tok)
-    text, ids, msgs = _prompt_ids(engine, engine_name, prompt, messages)
+    text, ids, msgs = _prompt_ids(engine, engine_name, prompt, messages, tool_plan)
+    if tool_plan is not None and tool_plan.choice is not None and \
+            tool_plan.choice.template is not None:
+        tool_plan = replace(tool_plan, prefix=_rendered(tok, text, ids))
     if ids is not None and not ids:
         raise InvalidPromptError(
             "the prompt is empty and the tokenizer adds no start token: nothing to continue"
@@ -151,9 +174,22 @@ def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params:
         req = EngineRequest(
             params=request_params, prompt=text,
             prompt_token_ids=list(ids) if ids is not None else None, messages=msgs,
+            tools=tool_plan.request.openai_fields() if tool_plan is not None
+            and tool_plan.mode == "server" else None,
         )
         if caps.stop_hook and the_plan.rules.active:
             req.trackers = [SampleTracker(tok.decode if tok else None, the_plan.rules)
                             for _ in range(request_params.n)]
         requests.append(req)
-    return Prepared(params, the_plan, requests, prompt=text, prompt_ids=ids, compile_s=compile_s)
+    return Prepared(params, the_plan, requests, prompt=text, prompt_ids=ids, compile_s=compile_s,
+                    tools=tool_plan)
+
+
+def _rendered(tok: Any, text: str | None, ids: list[int] | None) -> str:
+    """The prompt as text with its special tokens (a response template's anchors are)."""
+    if text is not None:
+        return text
+    hf = getattr(tok, "hf", None)
+    if ids is None or hf is None:
+        return ""
+    return hf.decode(ids, skip_special_tokens=False)

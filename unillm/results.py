@@ -1,9 +1,11 @@
 """What a call returns: `Completion` (one prompt), `Sample` (one generated sequence), `Chunk`
-(one streamed piece), and `Completions` (a batch's results with the batch's own timing).
+(one streamed piece), and `Completions` (a batch's results with the batch's own timing); with
+tools, `ToolCall` (a call the model made) and `ToolCallDelta` (a streamed piece of one).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -11,9 +13,46 @@ from typing import Any, Literal
 from .params import SamplingParams
 from .timing import RunTiming, Timing
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "tool_calls"]
 """``stop``: end-of-sequence, a stop token or a stop string; ``length``: max_tokens reached;
-``abort``: the caller stopped a stream before it ended."""
+``abort``: the caller stopped a stream before it ended; ``tool_calls``: the sample ended (as
+``stop`` would) after calling tools (chat with ``tools=``; see docs/tools.md)."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call the model made, as OpenAI's ``message.tool_calls[i]``: `arguments` is the
+    JSON text of the arguments object (`parsed_arguments()` decodes it)."""
+
+    id: str
+    name: str
+    arguments: str
+    type: str = "function"
+
+    def parsed_arguments(self) -> Any:
+        return json.loads(self.arguments)
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type,
+                "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A streamed piece of tool call `index` (its position among the sample's calls), as OpenAI
+    streams ``delta.tool_calls``: the first piece of a call has its `id` and `name`, and the
+    call's `arguments` are the concatenation of every piece's `arguments`."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        if self.id is None:
+            return {"index": self.index, "function": {"arguments": self.arguments}}
+        return {"index": self.index, "id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass(frozen=True)
@@ -33,6 +72,11 @@ class Sample:
     or length). `complete`, with a `structured` constraint, says whether the text, all of it,
     is a full match of the constraint (False after `max_tokens` or a stop string cut it
     short); None without a constraint.
+
+    With tools (`Generator.chat(..., tools=...)`), `tool_calls` holds the calls parsed from the
+    text (empty if it made none) and `content` the text outside them, as OpenAI's
+    ``message.content`` (None when there is none); `text` stays the whole generated text.
+    Without tools, `tool_calls` is None and `content` is `text`.
     """
 
     index: int
@@ -43,6 +87,12 @@ class Sample:
     stop_reason: str | int | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
     complete: bool | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    content: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tool_calls is None and self.content is None:
+            object.__setattr__(self, "content", self.text)
 
 
 @dataclass(frozen=True)
@@ -55,6 +105,9 @@ class Completion:
     `engine_params` are the arguments the engine was actually called with, after unillm's
     translation (e.g. CTranslate2's ``sampling_topk``), so a result can always be traced back to
     what ran. `emulated` names the fields unillm implemented itself for this engine.
+    `tool_format` names how tool calls were read from the text (``hermes``, ``llama3_json``,
+    ``mistral``, ``response_template``; ``server`` where the engine's server parsed them), with
+    tools only.
     """
 
     samples: tuple[Sample, ...]
@@ -64,10 +117,19 @@ class Completion:
     prompt: str | None = None
     prompt_token_ids: tuple[int, ...] | None = None
     emulated: tuple[str, ...] = ()
+    tool_format: str | None = None
 
     @property
     def text(self) -> str:
         return self.samples[0].text
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...] | None:
+        return self.samples[0].tool_calls
+
+    @property
+    def content(self) -> str | None:
+        return self.samples[0].content
 
     @property
     def token_ids(self) -> tuple[int, ...]:
@@ -102,6 +164,7 @@ class Completion:
             "params": self.params.model_dump(),
             "engine_params": _jsonable(self.engine_params),
             "emulated": list(self.emulated),
+            "tool_format": self.tool_format,
             "samples": [
                 {
                     "index": s.index,
@@ -111,6 +174,9 @@ class Completion:
                     "stop_reason": s.stop_reason,
                     "complete": s.complete,
                     "timing": s.timing.to_dict(),
+                    **({} if s.tool_calls is None else {
+                        "content": s.content,
+                        "tool_calls": [c.to_openai() for c in s.tool_calls]}),
                 }
                 for s in self.samples
             ],
@@ -136,6 +202,10 @@ class Chunk:
     texts gives exactly the text a non-streamed call returns. `logprobs` (with
     `SamplingParams.logprobs`) are those of this chunk's `token_ids`, so a server can stream
     them.
+
+    With tools, `tool_calls` holds this chunk's pieces of the sample's tool calls and `content`
+    the part of `text` outside them (what a server streams as ``delta.content``); without
+    tools, `tool_calls` is None and `content` is `text`.
     """
 
     text: str
@@ -143,6 +213,12 @@ class Chunk:
     index: int = 0
     finish_reason: FinishReason | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None  # of `token_ids`, when requested
+    tool_calls: tuple[ToolCallDelta, ...] | None = None
+    content: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.tool_calls is None and self.content is None:
+            object.__setattr__(self, "content", self.text)
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .assembly import SampleRecord, build_completion, build_sample, logprobs_of
+from .assembly import SampleRecord, build_completion, build_sample, copy_sample, logprobs_of
 from .decoding import SampleTracker
 from .engine import EngineRequest, EngineResult, TokenEvent
 from .planning import batch_groups
 from .prepared import Prepared
-from .results import Chunk, Completion, Sample
+from .results import Chunk, Completion, Sample, ToolCallDelta
 from .timing import now
 
 if TYPE_CHECKING:
     from .calls import EngineCalls
+    from .tools.plan import ToolStream
 
 
 class StreamAssembler:
@@ -38,6 +38,7 @@ class StreamAssembler:
         self.records: dict[int, SampleRecord] = {}
         self.samples: dict[int, Sample] = {}
         self.results: dict[int, EngineResult] = {}  # per request offset: the engine's report
+        self.tool_streams: dict[int, ToolStream] = {}  # with tools: per sample
         self.n_per_request = prepared.requests[0].params.n if prepared.requests else 1
 
     def _open(self, i: int) -> SampleTracker:
@@ -59,19 +60,32 @@ class StreamAssembler:
         ids = tuple(event.token_ids)
         self.records[i].add(event, now())
         text = tracker.push(ids, event.text if self.decode is None else None)
-        if text or ids:
-            yield Chunk(text, ids, i, logprobs=logprobs_of(event))
+        if text or ids or event.tool_calls:
+            chunk = Chunk(text, ids, i, logprobs=logprobs_of(event))
+            tools = self.prepared.tools
+            yield self._tools(i).chunk(chunk, event.tool_calls) if tools and tools.active \
+                else chunk
         if tracker.stopped or event.finish_reason is not None:
             yield self._finish(i, event.finish_reason or "length", event.stop_reason)
+
+    def _tools(self, i: int) -> ToolStream:
+        stream = self.tool_streams.get(i)
+        if stream is None:
+            assert self.prepared.tools is not None
+            stream = self.tool_streams[i] = self.prepared.tools.stream(i)
+        return stream
 
     def _finish(self, i: int, engine_finish: str, stop_reason: str | int | None) -> Chunk:
         final, rest = self._open(i).finish(engine_finish, stop_reason)
         result = self.results.get(i // self.n_per_request) or EngineResult()
-        self.samples[i] = build_sample(
+        sample = self.samples[i] = build_sample(
             self.prepared, i, final, self.records[i].seq, result, start=self.start, end=now(),
             source="stream", token_ids_engine=self.decode is not None,
         )
-        return Chunk(rest, (), i, final.finish_reason)  # type: ignore[arg-type]
+        last = Chunk(rest, (), i, final.finish_reason)  # type: ignore[arg-type]
+        if self.prepared.tools is not None and self.prepared.tools.active:
+            return self._tools(i).last(last, sample.finish_reason)
+        return last
 
     def request_done(self, offset: int, request: EngineRequest) -> bool:
         """Whether every sample of the prompt's request `offset` has ended."""
@@ -91,8 +105,11 @@ class StreamAssembler:
                 yield self._finish(i, "abort" if aborted else "length", None)
         samples = [self.samples[i] for i in range(total)]
         for k in range(1, self.prepared.plan.copies):
-            s = replace(samples[0], index=k)
-            yield Chunk(s.text, s.token_ids, k, s.finish_reason)
+            s = copy_sample(self.prepared, samples[0], k)
+            calls = None if s.tool_calls is None else tuple(
+                ToolCallDelta(j, c.arguments, c.id, c.name) for j, c in enumerate(s.tool_calls))
+            yield Chunk(s.text, s.token_ids, k, s.finish_reason, tool_calls=calls,
+                        content=s.content if calls is not None else None)
         results = [self.results.get(o) or EngineResult() for o in range(len(self.prepared.requests))]
         yield build_completion(self.calls.engine_name, self.prepared, samples, results)
 

@@ -60,19 +60,27 @@ class HFTokenizer:
             return self._backend_decode(list(ids), skip_special_tokens=True)
         return self.hf.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def chat_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
+    def chat_text(self, messages: Sequence[Mapping[str, Any]],
+                  tools: Sequence[Mapping[str, Any]] | None = None) -> str:
+        """The conversation through the model's chat template, with `tools` (OpenAI's format)
+        where given; tool calls and tool replies in the history render as the template
+        expects them (`tools.messages.for_template`)."""
         if not getattr(self.hf, "chat_template", None):
             raise UnillmError(
                 "this model's tokenizer has no chat template: use generate() with a text "
                 "prompt, or set tokenizer.chat_template"
             )
+        from .tools.messages import for_template
+
+        extra = {"tools": [dict(t) for t in tools]} if tools else {}
         return self.hf.apply_chat_template(
-            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+            for_template(messages), add_generation_prompt=True, tokenize=False, **extra
         )
 
-    def chat_token_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    def chat_token_ids(self, messages: Sequence[Mapping[str, Any]],
+                       tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         # The rendered template already holds bos where the model wants it.
-        return list(self.hf.encode(self.chat_text(messages), add_special_tokens=False))
+        return list(self.hf.encode(self.chat_text(messages, tools), add_special_tokens=False))
 
     def token_strings(self, ids: Sequence[int]) -> list[str]:
         """Vocabulary strings of ids (what CTranslate2 takes as input)."""

@@ -14,7 +14,9 @@ vllm_tests() {
     run_pytest "$ROOT/.venv-vllm/bin/python" tests/conformance tests/engines/test_vllm.py "$@" \
     && UNILLM_REQUIRE_ENGINES=vllm \
     run_pytest "$ROOT/.venv-vllm/bin/python" tests/structured tests/core/test_sampling_numerics.py \
-      -k "vllm and not vllm_server" "$@"
+      -k "vllm and not vllm_server" "$@" \
+    && UNILLM_REQUIRE_ENGINES=vllm \
+    run_pytest "$ROOT/.venv-vllm/bin/python" tests/tools/test_chat.py -k vllm "$@"
 }
 
 RUNS+=(vllm_tests)

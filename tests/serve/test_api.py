@@ -160,7 +160,7 @@ def test_bad_requests_name_the_field(server):
     assert _error(server, {**chat, "top_logprobs": 2}, "chat/completions")["param"] == \
         "top_logprobs"
     assert _error(server, {**chat, "tools": [{"type": "function"}]}, "chat/completions")[
-        "param"] == "tools"
+        "param"] == "tools[0].function"
     assert _error(server, {"model": MODEL, "messages": [{"role": "robot", "content": "x"}]},
                   "chat/completions")["param"] == "messages[0].role"
     r = httpx.post(f"{server.v1}/completions", content=b"{not json", timeout=30)

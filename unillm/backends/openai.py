@@ -21,6 +21,8 @@ from ..engine import Capabilities, EngineRequest, EngineResult, EngineSequence, 
 from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
+from ..results import ToolCall
+from ..tools.accumulate import ToolCallAccumulator
 from .http import HTTPClient, HTTPEngine, HTTPOptions
 from ._profiles import PROFILES, Profile
 from ._server_constraints import SERVER_WHITESPACE, check_compiles
@@ -30,7 +32,8 @@ ServerName = Literal["openai", "vllm", "sglang", "llama-cpp-python", "llama.cpp"
 RESERVED = frozenset({"model", "prompt", "messages", "stream", "stream_options", "n",
                       "max_tokens", "temperature", "top_p", "presence_penalty",
                       "frequency_penalty", "seed", "stop", "logit_bias", "allowed_token_ids",
-                      "bad_words", "response_format", "structured_outputs"})
+                      "bad_words", "response_format", "structured_outputs", "tools",
+                      "tool_choice", "parallel_tool_calls"})
 CONSTRAINT_FIELDS = frozenset({"grammar", "json_schema", "regex", "ebnf", "guided_json",
                                "guided_regex", "guided_choice", "guided_grammar"})
 """Servers' constraint fields: with `structured`, extra_body may not set them as well."""
@@ -56,13 +59,23 @@ class OpenAIOptions(HTTPOptions):
     )
 
 
+def server_calls(items: Any) -> list[ToolCall] | None:
+    """A whole message's ``tool_calls`` (positions as indices, arguments as JSON text)."""
+    if not items:
+        return None
+    calls = ToolCallAccumulator()
+    calls.feed([{**c, "index": i} for i, c in enumerate(items) if isinstance(c, dict)])
+    return calls.calls()
+
+
 def _finish(engine: str, reason: Any) -> str:
     """The server's finish_reason in unillm's terms (``stop`` or ``length``)."""
     if reason == "length":
         return "length"
     if reason in ("abort", "error"):
         raise EngineError(engine, f"the server ended the request with finish_reason {reason!r}")
-    return "stop"  # stop, eos_token, content_filter, tool_calls...
+    return "stop"  # stop, eos_token, content_filter, tool_calls (unillm says tool_calls
+    # itself where the reply holds calls)
 
 
 class OpenAIProtocol:
@@ -86,7 +99,7 @@ class OpenAIProtocol:
                 owner=f"{engine} engine option",
             )
 
-    def capabilities(self, *, concurrent: bool) -> Capabilities:
+    def capabilities(self, *, concurrent: bool, tools: bool = False) -> Capabilities:
         profile = self.profile
         params = {"max_tokens", "temperature"} | set(profile.params)
         if profile.constraint_kinds:
@@ -94,7 +107,8 @@ class OpenAIProtocol:
         missing = f"{profile.title} has no request field for it"
         return Capabilities(
             params=frozenset(params), batch_params="per_request", token_ids=False, chat=True,
-            stop_hook="stop" not in params, concurrent=concurrent, limits=self.profile.limits,
+            stop_hook="stop" not in params, concurrent=concurrent, tools=tools,
+            limits=self.profile.limits,
             structured_kinds=profile.constraint_kinds,
             structured_whitespace=frozenset({"flexible"}),
             notes={"structured": profile.constraint_note if profile.constraint_kinds
@@ -113,6 +127,8 @@ class OpenAIProtocol:
         if request.messages is not None:
             path = "chat/completions"
             body["messages"] = request.messages
+            if request.tools:  # sent as given: the server renders, enforces and parses them
+                body.update(request.tools)
         else:
             path = "completions"
             body["prompt"] = request.prompt if request.prompt is not None else ""
@@ -139,6 +155,8 @@ class OpenAIProtocol:
             if self.profile.chunk_usage:
                 body["stream_options"]["continuous_usage_stats"] = True
         received = {"endpoint": "/" + path, "server": self.profile.name, **sampling}
+        if request.messages is not None and request.tools:
+            received["tool_choice"] = request.tools.get("tool_choice")
         return path, body, received
 
     def _constraint(self, p: SamplingParams, chat: bool) -> dict[str, Any]:
@@ -170,8 +188,10 @@ class OpenAIProtocol:
             raise EngineError(self.engine, f"the server returned no choices: {str(response)[:200]}")
         choice = choices[0]
         usage = response.get("usage") or {}
+        calls = None
         if "message" in choice:
             text = (choice.get("message") or {}).get("content") or ""
+            calls = server_calls((choice.get("message") or {}).get("tool_calls"))
         else:
             text = choice.get("text") or ""
         if not self.profile.stream_keeps_partial_char:
@@ -179,7 +199,8 @@ class OpenAIProtocol:
         finish = _finish(self.engine, choice.get("finish_reason"))
         reason = self.stop_reason(choice)
         seq = EngineSequence([], finish, reason, text=text,
-                             output_tokens=self.count(usage.get("completion_tokens"), finish, reason))
+                             output_tokens=self.count(usage.get("completion_tokens"), finish, reason),
+                             tool_calls=calls)
         return EngineResult([seq], received=received, prompt_tokens=usage.get("prompt_tokens"))
 
     def reader(self, received: dict[str, Any]) -> StreamReader:
@@ -203,6 +224,7 @@ class StreamReader:
         self.stop_reason: Any = None
         self.output_tokens: int | None = None
         self.deltas = 0
+        self.tool_calls = ToolCallAccumulator()  # the server's call pieces, by index
 
     def feed(self, chunk: dict[str, Any]) -> list[TokenEvent]:
         out = []
@@ -215,14 +237,17 @@ class StreamReader:
                 tokens = max(count - (self.output_tokens or 0), 0)
             self.output_tokens = count
         for choice in chunk.get("choices") or ():
+            calls = None
             if "delta" in choice:
-                text = (choice.get("delta") or {}).get("content") or ""
+                delta = choice.get("delta") or {}
+                text = delta.get("content") or ""
+                calls = self.tool_calls.feed(delta.get("tool_calls")) or None
             else:
                 text = choice.get("text") or ""
-            if text:
+            if text or calls:
                 self.deltas += 1
-            if text or tokens:
-                out.append(TokenEvent(0, (), text=text, tokens=tokens))
+            if text or tokens or calls:
+                out.append(TokenEvent(0, (), text=text, tokens=tokens, tool_calls=calls))
             if choice.get("finish_reason") is not None:
                 self.finish = _finish(self.protocol.engine, choice["finish_reason"])
                 self.stop_reason = self.protocol.stop_reason(choice)
@@ -259,7 +284,7 @@ class OpenAIEngine(HTTPEngine):
         super().__init__(model, options)
         self.protocol = OpenAIProtocol("openai", PROFILES[options.server], options.extra_body,
                                        options.vocab_size)
-        self.capabilities = self.protocol.capabilities(concurrent=True)
+        self.capabilities = self.protocol.capabilities(concurrent=True, tools=True)
         self.client = HTTPClient("openai", options)
         self.server_models: list[str] | None = None
         if options.probe:

@@ -47,6 +47,10 @@ def serve(
     chat_template: Annotated[str | None, typer.Option(
         help="Jinja chat template (a file or the template itself) for models without one, or "
              "to override the model's", show_default=False)] = None,
+    tool_parser: Annotated[str | None, typer.Option(
+        help="the model's tool-call format (hermes, llama3_json, mistral, response_template) "
+             "when its tokenizer and chat template do not tell (docs/tools.md)",
+        show_default=False)] = None,
     replicas: Annotated[int | None, typer.Option(
         help="serve N copies of the engine on Ray (unillm.load(..., replicas=N)); "
              "placement options such as num_gpus go in --engine-option")] = None,
@@ -70,6 +74,8 @@ def serve(
         options["trust_remote_code"] = True
     if replicas is not None:
         options["replicas"] = replicas
+    if tool_parser is not None:
+        options["tool_parser"] = tool_parser
     try:
         config = ServeConfig(
             served_model_name=served_model_name or model, api_key=api_key or None,

@@ -63,10 +63,14 @@ class _RemoteTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._call("decode", list(ids))
 
-    def chat_token_ids(self, messages) -> list[int]:
+    def chat_token_ids(self, messages, tools=None) -> list[int]:
+        if tools:
+            return self._call("chat_token_ids", [dict(m) for m in messages], list(tools))
         return self._call("chat_token_ids", [dict(m) for m in messages])
 
-    def chat_text(self, messages) -> str:
+    def chat_text(self, messages, tools=None) -> str:
+        if tools:
+            return self._call("chat_text", [dict(m) for m in messages], list(tools))
         return self._call("chat_text", [dict(m) for m in messages])
 
 

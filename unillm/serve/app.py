@@ -47,6 +47,8 @@ from .responses import (
 )
 from .schemas import ChatRequest, CompletionRequest
 from .server import Server
+from .tool_stream import tool_chunk_events
+from .tools import request_tools
 
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
           "/tokenize", "/detokenize", "/version", "/openapi.json")
@@ -93,6 +95,7 @@ def _chat_prepare(server: Server, req: ChatRequest, mapped: Mapped) -> Any:
     to the engine's own chat (HTTP engines, which refuse the extras)."""
     messages = [m.as_template_message() for m in req.messages]
     gen, chat = server.gen, server.chat
+    tools = request_tools(req, gen.tool_parser, server.config.chat_template)
     extras = {"chat_template_kwargs": bool(req.chat_template_kwargs),
               "add_generation_prompt": req.add_generation_prompt is False,
               "continue_final_message": bool(req.continue_final_message),
@@ -102,13 +105,14 @@ def _chat_prepare(server: Server, req: ChatRequest, mapped: Mapped) -> Any:
             messages, add_generation_prompt=req.add_generation_prompt is not False,
             continue_final_message=bool(req.continue_final_message),
             add_special_tokens=bool(req.add_special_tokens),
-            kwargs=dict(req.chat_template_kwargs or {}))
-        return server.prepare(mapped, "messages", prompt={"prompt_token_ids": ids})
+            kwargs=dict(req.chat_template_kwargs or {}),
+            tools=tools.definitions if tools is not None else None)
+        return server.prepare(mapped, "messages", prompt={"prompt_token_ids": ids}, tools=tools)
     sent = [name for name, on in extras.items() if on]
     if sent:
         raise bad_request(f"{sent[0]} is not supported by engine {gen.engine_name!r} (it "
                           "applies the chat template itself)", sent[0], "unsupported_parameter")
-    return server.prepare(mapped, "messages", messages=messages)
+    return server.prepare(mapped, "messages", messages=messages, tools=tools)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -275,6 +279,9 @@ def create_app(gen: Generator, config: ServeConfig, *, owns_generator: bool = Fa
 
         def render(_p: int, chunk: Chunk, so_far: dict[str, int] | None) -> str | None:
             lps = chunk.logprobs if want_lp else None
+            if chunk.tool_calls is not None:  # a request with tools: serve/tool_stream.py
+                return tool_chunk_events(rid, created, model, chunk, chat_logprobs(
+                    lps, server.text) if lps else None, include_usage, so_far)
             if not chunk.text and chunk.finish_reason is None and not lps:
                 return None
             if not lps and so_far is None:
@@ -313,5 +320,5 @@ def _append_stop_strings(choices: list[dict[str, Any]], results: list[Completion
             choice = choices[p * n + s.index] if field == "text" else choices[s.index]
             if field == "text":
                 choice["text"] += s.stop_reason
-            else:
+            elif choice["message"]["content"] is not None:
                 choice["message"]["content"] += s.stop_reason

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..tools.messages import for_template
 from .errors import APIError, bad_request
 
 _RESERVED_KWARGS = frozenset({"conversation", "messages", "tools", "documents", "chat_template",
@@ -69,7 +70,7 @@ class ChatRenderer:
 
     def token_ids(self, messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool,
                   continue_final_message: bool, add_special_tokens: bool,
-                  kwargs: dict[str, Any]) -> list[int]:
+                  kwargs: dict[str, Any], tools: list[dict[str, Any]] | None = None) -> list[int]:
         if not self.has_template:
             raise self.no_template_error()
         clash = sorted(set(kwargs) & _RESERVED_KWARGS)
@@ -85,8 +86,10 @@ class ChatRenderer:
                 raise bad_request("continue_final_message needs the last message to be the "
                                   "assistant's", "continue_final_message")
         try:
+            if tools:
+                kwargs = {**kwargs, "tools": tools}
             text = self.hf.apply_chat_template(
-                [dict(m) for m in messages], chat_template=self.override, tokenize=False,
+                for_template(messages), chat_template=self.override, tokenize=False,
                 add_generation_prompt=add_generation_prompt,
                 continue_final_message=continue_final_message, **kwargs)
         except APIError:

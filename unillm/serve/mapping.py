@@ -5,7 +5,7 @@ The differences from OpenAI's spelling are written here once: `max_completion_to
 `max_tokens`; chat's `logprobs: true` + `top_logprobs: k` is `logprobs=k`; vLLM's `top_k` of
 -1 or 0 means off, which is unillm's None; OpenAI's `logit_bias` (token ids as strings) is
 `logit_bias`. Sampling fields the request cannot express in
-unillm (echo, suffix, best_of, tools, prompt_logprobs, skip_special_tokens=false)
+unillm (echo, suffix, best_of, prompt_logprobs, skip_special_tokens=false)
 are a 400 naming the field, never dropped. OpenAI's `response_format` and vLLM's
 `structured_outputs` both become `SamplingParams.structured` (docs/structured.md). A completion without
 max_tokens generates 16 tokens, OpenAI's and vLLM's default (chat: up to the context, as
@@ -57,10 +57,7 @@ def completion_params(req: CompletionRequest, config: ServeConfig) -> Mapped:
 
 
 def chat_params(req: ChatRequest, config: ServeConfig) -> Mapped:
-    _refuse(req.tools, "tools", "tool calling is not supported")
-    if req.tool_choice not in (None, "none"):
-        raise bad_request("tool_choice is not supported (only 'none')", "tool_choice")
-    values, names = _common(req)
+    values, names = _common(req)  # tools: serve/tools.py
     if req.top_logprobs is not None and not req.logprobs:
         raise bad_request("top_logprobs requires logprobs to be true", "top_logprobs")
     if req.logprobs:

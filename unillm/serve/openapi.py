@@ -62,9 +62,21 @@ class CompletionResponse(_Open):
     usage: Usage
 
 
+class CalledFunctionOut(_Open):
+    name: str
+    arguments: str  # JSON text of the arguments object
+
+
+class ToolCallOut(_Open):
+    id: str
+    type: str
+    function: CalledFunctionOut
+
+
 class ChatMessageOut(_Open):
     role: str
-    content: str | None
+    content: str | None  # null when the reply is only tool calls
+    tool_calls: list[ToolCallOut] | None = None  # with tools: the calls (finish_reason tool_calls)
 
 
 class ChatChoice(_Open):

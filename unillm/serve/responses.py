@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..results import Completion, TokenLogprob
+from .tools import message
 
 TokenText = Callable[[int], str]
 
@@ -137,7 +138,7 @@ def chat_response(rid: str, created: int, model: str, completion: Completion,
                   logprobs: bool, text: TokenText) -> dict[str, Any]:
     choices = [{
         "index": s.index,
-        "message": {"role": "assistant", "content": s.text},
+        "message": message(s),
         "logprobs": chat_logprobs(s.logprobs or (), text) if logprobs else None,
         "finish_reason": s.finish_reason, "stop_reason": s.stop_reason,
     } for s in completion.samples]

@@ -15,18 +15,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-IGNORED = ("user", "metadata", "store", "parallel_tool_calls")
+IGNORED = ("user", "metadata", "store")
 """Accepted and ignored: they label or route a request, never change its tokens."""
 
 VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos",
                "stop_token_ids", "allowed_token_ids", "bad_words")
 """Sampling fields vLLM's OpenAI server accepts beyond OpenAI's own (sent via extra_body)."""
 
-REFUSED = frozenset({"suffix", "best_of", "tools", "tool_choice", "echo",
-                     "prompt_logprobs"})
+REFUSED = frozenset({"suffix", "best_of", "echo", "prompt_logprobs"})
 """Fields the schema has so that their refusal names them (a 400 saying why), and that
-are therefore not listed as accepted in the unknown-field error; most are refused only for
-some values (tool_choice "none", response_format text pass)."""
+are therefore not listed as accepted in the unknown-field error."""
 
 
 class _Strict(BaseModel):
@@ -104,7 +102,6 @@ class _Sampling(_Strict):
     user: Any = None
     metadata: Any = None
     store: Any = None
-    parallel_tool_calls: Any = None
 
 
 class CompletionRequest(_Sampling):
@@ -122,10 +119,52 @@ class TextPart(_Strict):
     text: StrictStr
 
 
+class FunctionDefinition(_Strict):
+    """A tool's ``function``: its name, what it does, its arguments' JSON schema."""
+
+    name: StrictStr
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+
+class Tool(_Strict):
+    """One of ``tools``: ``{"type": "function", "function": {...}}``."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: StrictStr
+
+
+class NamedToolChoice(_Strict):
+    """``tool_choice`` naming the one tool to call."""
+
+    type: Literal["function"]
+    function: FunctionName
+
+
+class CalledFunction(_Strict):
+    name: StrictStr
+    arguments: StrictStr
+
+
+class ToolCallMessage(_Strict):
+    """A call in an assistant message's ``tool_calls`` (a conversation's history)."""
+
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[TextPart] | None = None
     name: StrictStr | None = None
+    tool_calls: list[ToolCallMessage] | None = None  # assistant messages
+    tool_call_id: StrictStr | None = None  # tool messages: the call answered
 
     def as_template_message(self) -> dict[str, Any]:
         """The message as a chat template reads it (text parts joined)."""
@@ -135,6 +174,10 @@ class ChatMessage(_Strict):
         message: dict[str, Any] = {"role": self.role, "content": content or ""}
         if self.name is not None:
             message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
         return message
 
 
@@ -145,8 +188,9 @@ class ChatRequest(_Sampling):
     max_completion_tokens: Any = None
     logprobs: StrictBool | None = None
     top_logprobs: Any = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
     # vLLM's chat-template extras
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: StrictBool | None = None
@@ -184,8 +228,11 @@ def error_location(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("str", "list[str]", "list[int]", "list[list[int]]", "list[TextPart]",
-                      "TextPart", "StreamOptions", "ResponseFormat", "constrained-str", "function-plain[str]"):
+                      "TextPart", "StreamOptions", "ResponseFormat", "constrained-str", "function-plain[str]",
+                      "NamedToolChoice"):
             continue  # pydantic's name for a union member, not a field
+        elif str(part).startswith("literal["):
+            continue  # the Literal member of a union
         else:
             out += f".{part}" if out else str(part)
     return out

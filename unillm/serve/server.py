@@ -32,6 +32,7 @@ from .metrics import RequestClock, ServeMetrics
 from .responses import SSE_DONE, now_seconds, sse, token_text
 from .scheduler import QueueFullError, Scheduler, Ticket, make_scheduler
 from .schemas import accepted_fields, error_location
+from .tools import NAMES as TOOL_NAMES
 
 Render = Callable[[int, Chunk, "dict[str, int] | None"], "str | None"]
 
@@ -114,19 +115,21 @@ class Server:
                                 f"{name!r}", param="model", code="model_not_found")
 
     def prepare(self, mapped: Mapped, prompt_param: str, *, prompt: Any = None,
-                messages: list[dict[str, Any]] | None = None) -> Prepared:
-        """Validate and tokenize now; without a sent max_tokens, fit the cap to the context."""
+                messages: list[dict[str, Any]] | None = None, tools: Any = None) -> Prepared:
+        """Validate and tokenize now; without a sent max_tokens, fit the cap to the context.
+        `tools`: the request's `ToolRequest` (serve/tools.py)."""
         params = mapped.params
         try:
             try:
-                return self.gen.prepare(prompt, params, messages=messages)
+                return self.gen.prepare(prompt, params, messages=messages, tools=tools)
             except ContextLengthError as exc:
                 if mapped.max_tokens_sent or exc.prompt_tokens >= exc.context_length:
                     raise
                 params = params.replace(max_tokens=exc.context_length - exc.prompt_tokens)
-                return self.gen.prepare(prompt, params, messages=messages)
+                return self.gen.prepare(prompt, params, messages=messages, tools=tools)
         except (UnillmError, ValueError) as exc:
-            raise from_unillm(exc, mapped.names, prompt_param, preparing=True) from None
+            names = mapped.names if tools is None else {**TOOL_NAMES, **mapped.names}
+            raise from_unillm(exc, names, prompt_param, preparing=True) from None
 
     async def submit(self, prepared: list[Prepared], stream: bool) -> list[Ticket]:
         scheduler = await self.get_scheduler()

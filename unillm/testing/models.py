@@ -33,6 +33,8 @@ from pathlib import Path
 from ..cache import build_into as _build_into
 from ..cache import cache_root
 from ..cache import file_lock as _file_lock
+from .chat_templates import TEMPLATES as TOOL_TEMPLATES
+from .chat_templates import TOOL_PRESETS
 
 log = logging.getLogger("unillm.testing")
 
@@ -220,13 +222,18 @@ def build_test_model(
     """Build (or reuse) a test model; returns its directory (config, weights, tokenizer).
 
     `preset` is one of `PRESETS` (llama-tiny, gpt2-tiny, qwen2-tiny, llama-quant,
-    llama-small). The same inputs always give the same weights and tokenizer.
+    llama-small) or of `TOOL_PRESETS` (qwen2-tools, llama-tools, mistral-tools: a base
+    preset's model with a chat template that renders tools, in the Hermes/Qwen, Llama 3 JSON
+    and Mistral formats). The same inputs always give the same weights and tokenizer.
     """
     import torch
     import transformers
 
+    if preset in TOOL_PRESETS:
+        return _with_tool_template(preset, dtype, cache_dir)
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}; choose one of "
+                         f"{', '.join([*PRESETS, *TOOL_PRESETS])}")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype {dtype!r}: choose float32, float16 or bfloat16")
     spec = PRESETS[preset]
@@ -246,6 +253,34 @@ def build_test_model(
         log.info("building test model %s (%s)", preset, dtype)
         _build_into(target, lambda tmp: _build_model(tmp, spec, dtype, tok_dir))
     return target
+
+
+def _with_tool_template(preset: str, dtype: str,
+                        cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The base preset's model, copied, with the tool preset's chat template."""
+    base, fmt = TOOL_PRESETS[preset]
+    source = build_test_model(base, dtype=dtype, cache_dir=cache_dir)
+    template = TOOL_TEMPLATES[fmt]
+    key = hashlib.sha256(json.dumps([source.name, template]).encode()).hexdigest()[:16]
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    target = root / "models" / f"{preset}-{dtype}-{key}"
+    if (target / "config.json").exists():
+        return target
+    with _file_lock(root / "models" / f".{target.name}.lock"):
+        if not (target / "config.json").exists():
+            _build_into(target, lambda tmp: _copy_with_template(source, tmp, template))
+    return target
+
+
+def _copy_with_template(source: Path, out: Path, template: str) -> None:
+    for name in os.listdir(source):
+        if name != "chat_template.jinja":
+            shutil.copy2(source / name, out / name)
+    (out / "chat_template.jinja").write_text(template, encoding="utf-8")
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("chat_template", None)  # the file above is the template
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
 
 EOS_PROBE_PROMPTS = ("The quick brown fox", "def main():", "import os", "Hello, world",

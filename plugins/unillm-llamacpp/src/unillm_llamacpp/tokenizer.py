@@ -12,7 +12,7 @@ When the model comes as a Hugging Face directory the engine uses that directory'
   incremental detokenizing, so streamed text equals batch text;
 - end of sequence is every token llama.cpp itself treats as end of generation (eos, eot, ...);
 - chat renders the model's `tokenizer.chat_template` with llama-cpp-python's Jinja2 formatter
-  (the same sandbox and extensions as transformers).
+  (the same sandbox and extensions as transformers), tools included.
 """
 
 from __future__ import annotations
@@ -88,21 +88,32 @@ class GGUFTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return b"".join(self._piece(int(i)) for i in ids).decode("utf-8", errors="replace")
 
-    def chat_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
+    def chat_text(self, messages: Sequence[Mapping[str, Any]],
+                  tools: Sequence[Mapping[str, Any]] | None = None) -> str:
         if not self.chat_template:
             raise UnillmError(
                 "this GGUF file has no tokenizer.chat_template: use generate() with a text prompt"
             )
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        from unillm.tools.messages import for_template
 
         lib, vocab = self._lib, self._vocab
         formatter = Jinja2ChatFormatter(
             self.chat_template, eos_token=self._text(lib.llama_vocab_eos(vocab)),
             bos_token=self._text(lib.llama_vocab_bos(vocab)), add_generation_prompt=True,
         )
-        return formatter(messages=[dict(m) for m in messages]).prompt
+        return formatter(messages=for_template(messages),
+                         tools=[dict(t) for t in tools] if tools else None).prompt
 
-    def chat_token_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    def chat_token_ids(self, messages: Sequence[Mapping[str, Any]],
+                       tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         # The rendered template already holds bos where the model wants it.
-        return self.llm.tokenize(self.chat_text(messages).encode("utf-8"), add_bos=False,
+        return self.llm.tokenize(self.chat_text(messages, tools).encode("utf-8"), add_bos=False,
                                  special=True)
+
+    def special_token_id(self, text: str) -> int | None:
+        """The control token spelled `text` (a tool-call marker such as [TOOL_CALLS]), if any."""
+        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if len(ids) == 1 and not self._piece(ids[0]) and self._text(ids[0]) == text:
+            return ids[0]
+        return None
