@@ -25,21 +25,22 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import PartialBatchFailure
 from .params import SamplingParams
-from .results import TokenLogprob
+from .results import TokenLogprob, TokenScore
 
 if TYPE_CHECKING:
     from .decoding import SampleTracker
 
 __all__ = [  # the plugin contract; PartialBatchFailure lives with the other errors
     "ALL_FIELDS", "EMULATED_BY_CORE", "Capabilities", "Engine", "EngineOptions", "EngineRequest",
-    "EngineResult", "EngineSequence", "Knob", "PartialBatchFailure", "TokenEvent", "Tokenizer",
-    "stream_as_batch_of_one",
+    "EngineResult", "EngineSequence", "Knob", "PartialBatchFailure", "ScoreRequest", "ScoreResult",
+    "TokenEvent", "TokenScore", "Tokenizer", "stream_as_batch_of_one",
 ]
 
 ALL_FIELDS: frozenset[str] = frozenset(SamplingParams.model_fields)
 
-EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n"})
-"""Fields unillm implements itself for an engine that lacks them (see docs/sampling.md)."""
+EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n", "prompt_logprobs"})
+"""Fields unillm implements itself for an engine that lacks them (see docs/sampling.md);
+`prompt_logprobs` only on an engine that can score (`Capabilities.score`)."""
 
 
 @runtime_checkable
@@ -47,7 +48,8 @@ class Tokenizer(Protocol):
     """What the core needs from a model's tokenizer.
 
     Optionally also `vocab_size` (an int), which a server uses to refuse token ids outside
-    the vocabulary before they reach (and fail) a shared batch.
+    the vocabulary before they reach (and fail) a shared batch, and `bos_token_id` (an int or
+    None), the start token that scoring puts before an empty context when `encode` adds none.
     """
 
     eos_token_ids: frozenset[int]
@@ -79,6 +81,9 @@ class Capabilities:
       each token (text engines: `should_stop(index, text=delta)`) and stops that sample when it
       returns True (so emulated stops end generation early instead of after max_tokens).
     - `concurrent`: calls may overlap from several threads; otherwise the core serialises them.
+    - `score`: the engine implements `Engine.score` (log-probabilities of given text); without
+      it `score_refusal` says why, and which engines or servers can, for the error the core
+      raises (`Generator.score`, `SamplingParams.prompt_logprobs`).
     """
 
     params: frozenset[str]
@@ -87,6 +92,8 @@ class Capabilities:
     chat: bool = False
     stop_hook: bool = False
     concurrent: bool = False
+    score: bool = False
+    score_refusal: str = ""
 
     def __post_init__(self) -> None:
         unknown = set(self.params) - ALL_FIELDS
@@ -177,6 +184,36 @@ class EngineResult:
     prompt_tokens: int | None = None
     ttft: float | None = None
     compile_s: float | None = None  # with `structured`: compiling the constraint (0 if cached)
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # native `prompt_logprobs`: one
+    # per prompt token, None for the first (nothing precedes it)
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Text to score (`Engine.score`): the log-probability of each continuation token given
+    everything before it. Token-id engines get ids (`context_ids` holds at least the start
+    token); text engines (`Capabilities.token_ids` False) get the two texts instead.
+
+    `top`: None asks for each token's own log-probability only (perplexity); k >= 0 also asks
+    whether each token is the most likely one (`TokenScore.greedy`, lm-eval's is_greedy), its
+    `rank` where the engine knows it, and the k most likely alternatives (`TokenScore.top`).
+    """
+
+    context_ids: tuple[int, ...] = ()
+    continuation_ids: tuple[int, ...] = ()
+    context: str | None = None
+    continuation: str | None = None
+    top: int | None = None
+
+
+@dataclass
+class ScoreResult:
+    """What the engine computed for one `ScoreRequest`: one `TokenScore` per continuation token
+    (text engines: per token of the server's own tokenization of the continuation), and the
+    arguments it really passed to its library or server (`received`)."""
+
+    tokens: list[TokenScore] = field(default_factory=list)
+    received: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -281,6 +318,16 @@ class Engine(abc.ABC):
         from ._threads import iterate_in_thread
 
         return iterate_in_thread(lambda: self.stream(request))
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Score a batch (only called where `capabilities.score` is True): for each request, in
+        order, the log-probability of every continuation token given everything before it,
+        computed from the model's raw distribution (no temperature or other processing)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no score capability")
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Async `score`; engines with an async API override this, others run in a thread."""
+        return await asyncio.to_thread(self.score, requests)
 
     def info(self) -> dict[str, Any]:
         """Facts about the loaded model for `Generator.info` (device, dtype, weight bytes...)."""

@@ -23,6 +23,12 @@ EMULATION_NOTES = {
 }
 
 
+SCORING_ENGINES = (
+    "transformers (and bnb, gptq, torchao), ctranslate2, vllm, llamacpp, tgi, and openai with "
+    "server='vllm' or 'llama-cpp-python'"
+)
+"""The engines that can score text, for refusals (docs/scoring.md has the table)."""
+
 NOT_EMULATED = {
     "structured": "this engine has no way to constrain its tokens; the transformers, llamacpp "
     "and vllm engines constrain natively (docs/structured.md has the table)",
@@ -48,6 +54,16 @@ def plan(
     params: SamplingParams, caps: Capabilities, engine: str, eos_token_ids: frozenset[int]
 ) -> Plan:
     emulated: list[str] = []
+    changes: dict[str, object] = {}
+    if params.prompt_logprobs is not None and "prompt_logprobs" not in caps.params:
+        # Emulated by scoring the prompt (`Engine.score`), which needs its token ids.
+        if not (caps.score and caps.token_ids):
+            why = ("it returns text without the prompt's token ids; Generator.score scores "
+                   "text on it" if caps.score else refusal_reason(caps))
+            raise UnsupportedParameterError(engine, "prompt_logprobs", params.prompt_logprobs,
+                                            why)
+        emulated.append("prompt_logprobs")
+        changes["prompt_logprobs"] = None
     if params.structured is not None:
         for name in ("ignore_eos", "min_tokens"):
             value = getattr(params, name)
@@ -56,7 +72,7 @@ def plan(
                     engine, name, value, "together with `structured`: it would force tokens "
                     "past the constraint's end, so the output could not be valid")
     for name, value in params.non_default_fields().items():
-        if name in caps.params:
+        if name in caps.params or name == "prompt_logprobs":
             continue
         if name in EMULATED_BY_CORE:
             emulated.append(name)
@@ -79,7 +95,6 @@ def plan(
                 "min_tokens tokens are",
             )
 
-    changes: dict[str, object] = {}
     if "stop" in emulated:
         changes["stop"] = ()
     if "stop_token_ids" in emulated:
@@ -136,3 +151,19 @@ def batch_groups(requests: Sequence[EngineRequest], caps: Capabilities) -> list[
     for i, request in enumerate(requests):
         groups.setdefault(request.params, []).append(i)
     return list(groups.values())
+
+
+def refusal_reason(caps: Capabilities) -> str:
+    """Why an engine cannot score text, and which can."""
+    why = caps.score_refusal or "it cannot return the log-probabilities of given text"
+    return f"{why}; engines that can: {SCORING_ENGINES}"
+
+
+def check_score(caps: Capabilities, engine: str) -> None:
+    """Refuse `Generator.score` (and rolling scores) on an engine that cannot score, saying why
+    and which engines can: the same rule as an unsupported sampling field, never a wrong or
+    silently empty answer."""
+    if not caps.score:
+        raise UnsupportedParameterError(
+            engine, "score", message=f"engine {engine!r} cannot score text (Generator.score): "
+            f"{refusal_reason(caps)}")

@@ -45,6 +45,7 @@ class Prepared:
     prompt_ids: list[int] | None = None
     claimed: bool = False
     compile_s: float | None = None  # with `structured`: compiling it here (a cache hit: ~0)
+    prompt_logprobs: list[Any] | None = None  # emulated `prompt_logprobs`, once scored
 
     @property
     def batch_key(self) -> tuple[SamplingParams, ...]:

@@ -24,6 +24,8 @@ from ..engine import (
     EngineResult,
     EngineSequence,
     Knob,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
     stream_as_batch_of_one,
 )
@@ -45,8 +47,9 @@ class TransformersEngine(Engine):
         "dtype": Knob("choice", choices=("float32", "bfloat16")),
         "threads": Knob("int", 1, max(os.cpu_count() or 1, 1), help="torch intra-op threads"),
     }
-    capabilities = Capabilities(
-        params=ALL_FIELDS - {"stop"}, batch_params="uniform", stop_hook=True
+    capabilities = Capabilities(  # prompt_logprobs: unillm scores the prompt (`score`)
+        params=ALL_FIELDS - {"stop", "prompt_logprobs"}, batch_params="uniform", stop_hook=True,
+        score=True,
     )
 
     def __init__(self, model: str, options: TransformersOptions):
@@ -361,6 +364,11 @@ class TransformersEngine(Engine):
 
     def _logprobs(self, logits, row: int, tokens: list[int], top: int) -> list[TokenLogprob]:
         return token_logprobs(self.torch, logits, row, tokens, top)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        from .hf_scoring import score
+
+        return score(self, requests)
 
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
