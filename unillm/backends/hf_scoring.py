@@ -14,11 +14,28 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from ..engine import ScoreRequest, ScoreResult
-from ..results import TokenScore
+from ..engine import EngineRequest, ScoreRequest, ScoreResult
+from ..results import TokenLogprob, TokenScore
 
 TOKENS_PER_PASS = 8192
 """Most (rows x padded width) tokens in one forward pass: bounds the memory of a pass."""
+
+
+def prompt_logprobs(engine: Any, requests: Sequence[EngineRequest]) -> list[Any]:
+    """`SamplingParams.prompt_logprobs` natively: each request's prompt scored (None first),
+    or None for every request when they were not asked for (one batch shares its params)."""
+    top = requests[0].params.prompt_logprobs if requests else None
+    if top is None:
+        return [None] * len(requests)
+    ids = [list(r.prompt_token_ids or ()) for r in requests]
+    asked = [i for i, p in enumerate(ids) if len(p) > 1]
+    scored = score(engine, [ScoreRequest(tuple(ids[i][:1]), tuple(ids[i][1:]), top=top)
+                            for i in asked])
+    out: list[Any] = [[None] for _ in requests]
+    for i, result in zip(asked, scored):
+        out[i] += [TokenLogprob(t.token_id, t.logprob, dict(t.top), t.rank)  # type: ignore[arg-type]
+                   for t in result.tokens]
+    return out
 
 
 def _chunks(requests: Sequence[ScoreRequest], max_rows: int | None) -> list[list[int]]:

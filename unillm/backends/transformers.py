@@ -47,9 +47,8 @@ class TransformersEngine(Engine):
         "dtype": Knob("choice", choices=("float32", "bfloat16")),
         "threads": Knob("int", 1, max(os.cpu_count() or 1, 1), help="torch intra-op threads"),
     }
-    capabilities = Capabilities(  # prompt_logprobs: unillm scores the prompt (`score`)
-        params=ALL_FIELDS - {"stop", "prompt_logprobs"}, batch_params="uniform", stop_hook=True,
-        score=True,
+    capabilities = Capabilities(  # scoring and prompt_logprobs: hf_scoring.py
+        params=ALL_FIELDS - {"stop"}, batch_params="uniform", stop_hook=True, score=True,
     )
 
     def __init__(self, model: str, options: TransformersOptions):
@@ -301,6 +300,9 @@ class TransformersEngine(Engine):
         rows = len(requests) * n
         matchers = self._constrain(kwargs, record, p, rows, width)
 
+        from .hf_scoring import prompt_logprobs
+
+        prompts = prompt_logprobs(self, requests)
         hook_len: dict[int, int] = {}
         criteria = StoppingCriteriaList()
         if any(r.trackers for r in requests):
@@ -347,7 +349,8 @@ class TransformersEngine(Engine):
             )
             if row % n == 0:
                 out.append(EngineResult(received=dict(record), compile_s=matchers[0].compiled
-                                        .compile_s if matchers else None))
+                                        .compile_s if matchers else None,
+                                        prompt_logprobs=prompts[row // n]))
             out[-1].samples.append(seq)
         return out
 

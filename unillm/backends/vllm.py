@@ -30,6 +30,8 @@ from ..engine import (
     EngineResult,
     EngineSequence,
     Knob,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
 )
 from ..errors import (
@@ -42,8 +44,10 @@ from ..params import SamplingParams
 from ..results import TokenLogprob
 from ..timing import now
 from . import _vllm_driver as driver
+from . import _vllm_scoring as scoring
 from . import _vllm_setup as setup
 from ._vllm_options import FORCED, PASSED_THROUGH, VllmOptions, structured_outputs
+from ._vllm_scoring import prompt_logprobs
 
 INSTALL_HINT = (
     'pip install "unillm[vllm]" (CUDA) or, on a CPU-only machine, '
@@ -66,7 +70,8 @@ class VllmEngine(Engine):
         "max_num_batched_tokens": Knob("int", 256, 16384, log=True, help="tokens per engine step"),
         "enforce_eager": Knob("choice", choices=(True, False)),
     }
-    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True)
+    capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True,
+                                score=True)  # prompt_logprobs: _vllm_scoring
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)
@@ -88,6 +93,8 @@ class VllmEngine(Engine):
             engine.logger_manager = None
             model_config = engine.model_config
             self.context_length = model_config.max_model_len
+            # Scoring is a generation of one token after the scored text (_vllm_scoring).
+            self.score_context_length = self.context_length - 1
             self.tokenizer = self._tokenizer(model, options, model_config)
             from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -199,6 +206,7 @@ class VllmEngine(Engine):
             include_stop_str_in_output=False,
             ignore_eos=p.ignore_eos,
             logprobs=p.logprobs,
+            prompt_logprobs=p.prompt_logprobs,
             skip_special_tokens=True,
             # unillm decodes the ids itself; vLLM needs text only to find stop strings.
             detokenize=bool(p.stop),
@@ -266,9 +274,14 @@ class VllmEngine(Engine):
                 logprobs=self._logprobs(c, top),
             )
             for c in sorted(output.outputs, key=lambda c: c.index)
-        ], received=record, ttft=ttft)
+        ], received=record, ttft=ttft,
+            prompt_logprobs=prompt_logprobs(output, request.params.prompt_logprobs))
 
-    def _events(self, output: Any, top: int | None) -> Iterator[TokenEvent]:
+    def _events(self, output: Any, top: int | None, record: dict[str, Any],
+                prompt_top: int | None) -> Iterator[TokenEvent]:
+        prompt = prompt_logprobs(output, prompt_top)
+        if prompt is not None:  # on the first output only: the result again, with them
+            yield TokenEvent(result=EngineResult(received=record, prompt_logprobs=prompt))
         for c in output.outputs:
             yield TokenEvent(
                 index=c.index, token_ids=tuple(c.token_ids),
@@ -318,6 +331,12 @@ class VllmEngine(Engine):
         return [self._result(r, record, waiter.outputs[item[0]], start, arrival)
                 for r, item, record in zip(requests, items, records)]
 
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return scoring.score(self, requests)
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return await scoring.ascore(self, requests)
+
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         import queue
@@ -333,7 +352,8 @@ class VllmEngine(Engine):
                 if isinstance(output, BaseException):
                     raise output
                 finished = output.finished
-                yield from self._events(output, request.params.logprobs)
+                yield from self._events(output, request.params.logprobs, record,
+                                        request.params.prompt_logprobs)
         finally:
             if not finished:  # the caller closed the stream early: stop generating
                 self.driver.abort([item[0]])
@@ -351,7 +371,8 @@ class VllmEngine(Engine):
                 if isinstance(output, BaseException):
                     raise output
                 finished = output.finished
-                for event in self._events(output, request.params.logprobs):
+                for event in self._events(output, request.params.logprobs, record,
+                                          request.params.prompt_logprobs):
                     yield event
         finally:
             if not finished:

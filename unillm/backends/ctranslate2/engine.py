@@ -49,6 +49,8 @@ from ...engine import (
     EngineResult,
     EngineSequence,
     Knob,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
     stream_as_batch_of_one,
 )
@@ -148,7 +150,8 @@ class CTranslate2Engine(Engine):
         "intra_threads": Knob("int", 1, os.cpu_count() or 1, help="threads per generation"),
         "max_batch_size": Knob("int", 0, 64, help="prompts per CTranslate2 batch (0 = all)"),
     }
-    capabilities = Capabilities(params=SUPPORTED, batch_params="uniform", stop_hook=True)
+    capabilities = Capabilities(params=SUPPORTED, batch_params="uniform", stop_hook=True,
+                                score=True)  # score_batch / forward_batch: scoring.py
 
     def __init__(self, model: str, options: CTranslate2Options):
         super().__init__(model, options)
@@ -385,6 +388,11 @@ class CTranslate2Engine(Engine):
                         token_times=rows.times[b] or None,
                     )
         return [results[id(r)] for r in requests]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        from .scoring import score
+
+        return score(self, requests)
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         return stream_as_batch_of_one(self, request)
