@@ -1,4 +1,5 @@
-"""`unillm bench latency | throughput | serve | compare`: one command per kind of benchmark.
+"""`unillm bench latency | throughput | serve | quality | compare`: one command per kind of
+benchmark (quality's lives in bench_quality.py).
 
 Each writes NAME.json, NAME.csv, NAME-requests.csv and NAME-*.png into --out (the current
 directory by default) and exits 1 when any contestant failed or produced the wrong number of
@@ -333,4 +334,7 @@ def register(app: typer.Typer) -> None:
     bench.command("throughput")(throughput)
     bench.command("serve")(serve)
     bench.command("compare")(compare)
+    from .bench_quality import quality
+
+    bench.command("quality")(_guard(quality))
     app.add_typer(bench, name="bench")
