@@ -25,6 +25,12 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
                           r"plot_tokens_per_s \S*latency-tokens_per_s\.png"], []),
     "structured_output.py": ([r"json: \{.*\} stop \['age', 'name'\]", r"choice: (positive|negative)\n",
                               r"regex: 20[0-9]{2}-[01][0-9]-[0-3][0-9]\n"], []),
+    "scoring.py": ([r"' blue'\s+logprob=\s*-[\d.]+ tokens=\d+ greedy=(True|False)",
+                    r"perplexity [\d.]+ over \d+ tokens, 1 window", r"prompt logprobs: \[None, -",
+                    r"ctranslate2: (same scores as transformers within \d\.\de-0[5-9]|not installed)"],
+                   []),
+    "lm_eval_tasks.py": ([r"unillm_gen: \{'exact_match,strip': [\d.]+\}",
+                          r"unillm_mc: \{'acc,none': [\d.]+, 'acc_norm,none': [\d.]+\}"], []),
     "timing_stats.py": ([r"tpot\s+p50=\s*[\d.]+ms", r"wrote .*stats\.json: 15 requests"], ["{tmp}/stats.json"]),
 }
 

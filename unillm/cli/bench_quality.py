@@ -66,7 +66,7 @@ def quality(
     from unillm.bench.quality import run_quality
     from unillm.bench.spec import EngineSpec
 
-    from .bench import _finish, _needs, _specs
+    from .bench_common import _finish, _needs, _specs
 
     _needs(plots=plots)
     specs = _specs(engines)
