@@ -11,7 +11,10 @@ ROOT=$(pwd)
 if [ "${UNILLM_SKIP_SETUP:-0}" != "1" ]; then
   bash scripts/setup.sh all || { echo "setup failed"; exit 1; }
 fi
-export UNILLM_REQUIRE_ENGINES=${UNILLM_REQUIRE_ENGINES:-transformers,ctranslate2,llamacpp,bnb,gptq,torchao,openai,tgi,llama-server}
+# Besides engines, it names test components whose packages must be there (a missing one fails
+# instead of skipping): serve (fastapi, uvicorn, openai), serve-clients (schemathesis, litellm),
+# structured (llguidance, jsonschema).
+export UNILLM_REQUIRE_ENGINES=${UNILLM_REQUIRE_ENGINES:-transformers,ctranslate2,llamacpp,bnb,gptq,torchao,openai,tgi,llama-server,serve,serve-clients,structured}
 export PYTHONUNBUFFERED=1
 
 # pytest exits 5 when it collected no test: that is a failure of the test run, not a pass.

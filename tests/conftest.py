@@ -44,6 +44,16 @@ def require(condition: bool, reason: str, engine: str) -> None:
     pytest.skip(reason)
 
 
+def require_module(module: str, reason: str, component: str):
+    """`pytest.importorskip` that fails instead when CI requires `component` (listed in
+    UNILLM_REQUIRE_ENGINES, e.g. ``serve`` or ``serve-clients``): a missing test dependency
+    must not turn a suite into silent skips."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        require(False, f"{reason} ({module} is not installed)", component)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama() -> str:
     return str(build_test_model("llama-tiny"))

@@ -81,6 +81,10 @@ class Capabilities:
       each token (text engines: `should_stop(index, text=delta)`) and stops that sample when it
       returns True (so emulated stops end generation early instead of after max_tokens).
     - `concurrent`: calls may overlap from several threads; otherwise the core serialises them.
+    - `limits`: ``(field, low, high)`` for native fields whose values the engine accepts only
+      in a narrower range than `SamplingParams` allows (vLLM: temperature <= 2). The planner
+      refuses a value outside it before the request is queued, instead of letting the engine
+      fail inside a batch (or a server answer 500).
     - `score`: the engine implements `Engine.score` (log-probabilities of given text); without
       it `score_refusal` says why, and which engines or servers can, for the error the core
       raises (`Generator.score`, `SamplingParams.prompt_logprobs`).
@@ -92,6 +96,7 @@ class Capabilities:
     chat: bool = False
     stop_hook: bool = False
     concurrent: bool = False
+    limits: tuple[tuple[str, float, float], ...] = ()
     score: bool = False
     score_refusal: str = ""
 
@@ -99,6 +104,10 @@ class Capabilities:
         unknown = set(self.params) - ALL_FIELDS
         if unknown:
             raise ValueError(f"Capabilities.params names unknown fields: {sorted(unknown)}")
+        unlimited = {name for name, _, _ in self.limits} - set(self.params)
+        if unlimited:
+            raise ValueError(f"Capabilities.limits names fields the engine does not honour "
+                             f"natively: {sorted(unlimited)}")
         missing = {"max_tokens", "temperature"} - set(self.params)
         if missing:
             raise ValueError(f"every engine must honour {sorted(missing)} natively")

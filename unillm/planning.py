@@ -78,6 +78,11 @@ def plan(
             emulated.append(name)
             continue
         raise UnsupportedParameterError(engine, name, value, NOT_EMULATED.get(name, ""))
+    for name, low, high in caps.limits:
+        value = getattr(params, name)
+        if not low <= value <= high:
+            raise UnsupportedParameterError(
+                engine, name, value, f"this engine accepts {low} <= {name} <= {high} only")
 
     if not caps.token_ids:
         # Text engines (HTTP servers) send text, not ids: unillm can match stop strings in it,

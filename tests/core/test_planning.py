@@ -36,3 +36,26 @@ def test_text_engines_stopping_natively_keep_their_min_tokens():
     # the server deferred the stop strings by min_tokens: unillm must not cut its text again
     assert plan(SP(min_tokens=2, stop=["a"]), native, "server", frozenset()).rules.stop == ()
     assert plan(SP(stop=["a"]), native, "server", frozenset()).rules.stop == ("a",)
+
+
+def test_values_outside_an_engines_narrower_limits_are_refused_before_running():
+    limited = Capabilities(params=frozenset({"max_tokens", "temperature"}),
+                           limits=(("temperature", 0.0, 2.0),))
+    assert plan(SP(temperature=2.0), limited, "vllm", frozenset()).engine_params.temperature == 2.0
+    assert plan(SP(temperature=1e-9), limited, "vllm", frozenset()).engine_params.is_greedy
+    with pytest.raises(unillm.UnsupportedParameterError, match=r"0.0 <= temperature <= 2.0"):
+        plan(SP(temperature=2.5), limited, "vllm", frozenset())
+    with pytest.raises(ValueError, match="does not honour natively"):
+        Capabilities(params=frozenset({"max_tokens", "temperature"}), limits=(("top_p", 0, 1),))
+
+
+def test_the_openai_and_vllm_server_profiles_refuse_temperatures_above_two():
+    from unillm.backends._profiles import PROFILES
+    from unillm.backends.openai import OpenAIProtocol
+
+    for name in ("openai", "vllm"):
+        caps_ = OpenAIProtocol("openai", PROFILES[name]).capabilities(concurrent=True)
+        with pytest.raises(unillm.UnsupportedParameterError, match="temperature"):
+            plan(SP(temperature=3.0), caps_, "openai", frozenset())
+    caps_ = OpenAIProtocol("openai", PROFILES["llama.cpp"]).capabilities(concurrent=True)
+    assert plan(SP(temperature=3.0), caps_, "openai", frozenset()).engine_params.temperature == 3.0

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-pytest.importorskip("fastapi", reason="unillm serve needs the serve extra")
-pytest.importorskip("uvicorn", reason="unillm serve needs the serve extra")
+from ..conftest import require_module  # noqa: E402
+
+require_module("fastapi", "unillm serve needs the serve extra", "serve")
+require_module("uvicorn", "unillm serve needs the serve extra", "serve")
 
 import uvicorn  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402

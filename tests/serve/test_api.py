@@ -11,9 +11,10 @@ import pytest
 import unillm
 from unillm import SamplingParams as SP
 
+from ..conftest import require_module
 from .conftest import MODEL, metric, running_server
 
-openai = pytest.importorskip("openai", reason="the openai client is a test dependency")
+openai = require_module("openai", "the openai client is a test dependency", "serve")
 
 PROMPT = "def fibonacci(n):"
 GREEDY = SP(max_tokens=12, temperature=0.0)

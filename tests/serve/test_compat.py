@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from ..conftest import require_module
 from .conftest import MODEL, running_server
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
@@ -141,7 +142,8 @@ def test_the_context_error_is_worded_as_clients_match_it(server):
 
 
 def test_litellm_raises_context_window_exceeded(server):
-    litellm = pytest.importorskip("litellm")
+    litellm = require_module("litellm", "LiteLLM is a serve-client test dependency "
+                             "(the test-serve-clients extra)", "serve-clients")
     with pytest.raises(litellm.ContextWindowExceededError):
         litellm.completion(model=f"openai/{MODEL}", api_base=server.v1, api_key="x",
                            messages=[{"role": "user", "content": "word " * 3000}],

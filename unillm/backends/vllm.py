@@ -46,7 +46,7 @@ from ..timing import now
 from . import _vllm_driver as driver
 from . import _vllm_scoring as scoring
 from . import _vllm_setup as setup
-from ._vllm_options import FORCED, PASSED_THROUGH, VllmOptions, structured_outputs
+from ._vllm_options import FORCED, PASSED_THROUGH, VLLM_LIMITS, VllmOptions, structured_outputs
 from ._vllm_scoring import prompt_logprobs
 
 INSTALL_HINT = (
@@ -71,7 +71,7 @@ class VllmEngine(Engine):
         "enforce_eager": Knob("choice", choices=(True, False)),
     }
     capabilities = Capabilities(params=ALL_FIELDS, batch_params="per_request", concurrent=True,
-                                score=True)  # prompt_logprobs: _vllm_scoring
+                                limits=VLLM_LIMITS, score=True)  # scoring: _vllm_scoring
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)
