@@ -8,40 +8,14 @@ that must run: for those, "not installed" is a failure, never a quiet skip.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 
 import unillm
 from unillm.testing import build_test_model
 
-REQUIRED_ENGINES = {e for e in os.environ.get("UNILLM_REQUIRE_ENGINES", "").split(",") if e}
-
-
-def require_engine(name: str) -> unillm.EngineInfo:
-    """The engine's info if it can run here; otherwise skip (or fail, if CI requires it)."""
-    infos = {i.name: i for i in unillm.engines()}
-    info = infos.get(name)
-    if info is not None and info.status == "installed":
-        return info
-    if info is None:
-        reason = f"engine {name!r} is not registered"
-    else:
-        reason = f"engine {name!r} is {info.status}: {info.error}"
-        if info.install_hint:
-            reason += f" (install: {info.install_hint})"
-    if name in REQUIRED_ENGINES:
-        pytest.fail(f"{reason} -- but UNILLM_REQUIRE_ENGINES requires it", pytrace=False)
-    pytest.skip(reason)
-
-
-def require(condition: bool, reason: str, engine: str) -> None:
-    """Skip when `condition` fails, or fail when CI requires `engine` to run."""
-    if condition:
-        return
-    if engine in REQUIRED_ENGINES:
-        pytest.fail(f"{reason} -- but UNILLM_REQUIRE_ENGINES requires {engine!r}", pytrace=False)
-    pytest.skip(reason)
+# Engine gating lives in the conformance kit, which plugins use too; the tests import it here.
+from unillm.testing.conformance.gating import REQUIRED_ENGINES, require, require_engine  # noqa: F401
 
 
 def require_module(module: str, reason: str, component: str):

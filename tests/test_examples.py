@@ -31,6 +31,12 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
                    []),
     "lm_eval_tasks.py": ([r"unillm_gen: \{'exact_match,strip': [\d.]+\}",
                           r"unillm_mc: \{'acc,none': [\d.]+, 'acc_norm,none': [\d.]+\}"], []),
+    "minimal_engine.py": ([r"minimal: '.*' (stop|length) tokens=\d+",
+                           r"same tokens as transformers: True"], []),
+    # The conformance kit on the minimal engine: pytest's exit status is the example's, so a
+    # failed check fails this test; at least 30 checks must pass (the rest are skipped with
+    # the reason: parameters the engine does not declare).
+    "minimal_engine_test.py": ([r"\b([3-9]\d|[1-9]\d\d+) passed"], []),
     "timing_stats.py": ([r"tpot\s+p50=\s*[\d.]+ms", r"wrote .*stats\.json: 15 requests"], ["{tmp}/stats.json"]),
 }
 

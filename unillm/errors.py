@@ -172,6 +172,27 @@ class SaveNotSupportedError(UnillmError, NotImplementedError):
         super().__init__(f"engine {engine!r} cannot save this model: {reason}")
 
 
+class QueueFullError(UnillmError):
+    """`unillm serve`'s queue is at its `max_queue`: the request is refused (a 429 with a
+    Retry-After header), and the caller may try again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int, depth: int):
+        super().__init__(f"the server's queue is full ({depth} requests waiting); retry in "
+                         f"{retry_after} s")
+        self.retry_after = retry_after
+        self.depth = depth
+
+
+class WorkerError(UnillmError):
+    """A bench or tune job failed in its worker process (the engine raised, or the process
+    died); the message names the engine's own exception and the worker's last log lines."""
+
+
+class MissingDependency(UnillmError):
+    """An optional package that a bench command needs is not installed; the message names the
+    install command."""
+
+
 class PartialBatchFailure(Exception):
     """Raised by `Engine.generate` / `agenerate` when only some requests of a batch failed.
 

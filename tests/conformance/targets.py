@@ -1,4 +1,5 @@
-"""What the conformance suite runs: one `Target` per engine configuration.
+"""What unillm's conformance run checks: one `Target` (unillm.testing.conformance.Target, whose
+docstring says what each field means) per engine configuration.
 
 Every engine in the registry is a target, whether or not it is listed here: an engine with no
 entry runs with its default options and must match the float32 reference exactly. List an
@@ -12,28 +13,9 @@ Restrict a run with UNILLM_TARGETS=id1,id2 (e.g. in the vLLM environment: UNILLM
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import unillm
-
-ALL_PRESETS = ("llama-tiny", "gpt2-tiny", "qwen2-tiny")
-
-
-@dataclass(frozen=True)
-class Target:
-    id: str
-    engine: str
-    options: dict = field(default_factory=dict)
-    exact: bool = True  # greedy ids must equal the float32 transformers reference
-    inexact_reason: str = ""
-    presets: tuple[str, ...] = ALL_PRESETS  # architectures this configuration is run on
-    server: str | None = None  # for HTTP engines: the fixture that starts their server
-    preset: str = "llama-tiny"  # the model of the single-model checks (the `gen` fixture)
-    batch_variance: str = ""  # why greedy output may depend on batch company ("": it must not)
-
-    def __str__(self) -> str:
-        return self.id
-
+from unillm.testing.conformance import Target
 
 QUANTIZED = (
     "weights rounded to 4 or 8 bits: on this random-weight model greedy text leaves the float32 "
@@ -73,7 +55,8 @@ CONFIGURED: list[Target] = [
     # the trip through the actors. Small CPU reservations so it fits beside other Ray tests.
     Target("transformers-replicas", "transformers",
            {"dtype": "float32", "replicas": 2, "num_cpus": 0.25}, presets=("llama-tiny",)),
-    # f32 weights and an f32 KV cache (llama.cpp's default cache is f16): exact.
+    # f32 weights and an f32 KV cache (llama.cpp's default cache is f16): exact. The plugin's
+    # own tests run the kit on the same two configurations (plugins/unillm-llamacpp/tests).
     Target("llamacpp", "llamacpp", {"quantization": "f32", "kv_cache_type": "f32"}),
     Target("llamacpp-q8_0", "llamacpp", {"quantization": "q8_0"}, exact=False,
            inexact_reason="8-bit weights and an f16 KV cache change near-tied argmaxes",

@@ -27,3 +27,16 @@ def test_the_demo_shows_each_figure_with_its_spread(values, shown):
     from unillm.cli.demo import spread
 
     assert spread(values, "{:.0f}") == shown
+
+
+def test_bench_progress_messages_print_literally():
+    import io
+
+    from unillm.cli.report import RichReporter, reporter
+
+    with reporter() as report:
+        assert isinstance(report, RichReporter)
+        buffer = io.StringIO()
+        report.progress.console.file = buffer
+        report.message("retrying: pip install 'unillm[bench]' [/] [bold]x")
+    assert "pip install 'unillm[bench]' [/] [bold]x" in buffer.getvalue()

@@ -45,3 +45,14 @@ def test_unknown_attributes_still_raise_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'tseting'"):
         unillm.tseting  # noqa: B018
+
+
+def test_the_conformance_kit_imports_no_engine_library():
+    """A plugin's test module imports the kit at collection: that must stay cheap (torch and
+    transformers are needed only when a check builds a test model or runs the reference)."""
+    code = (
+        "import sys, unillm.testing.conformance as kit; assert kit.EngineConformance; "
+        "print([m for m in ('torch', 'transformers', 'numpy') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

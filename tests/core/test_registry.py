@@ -1,4 +1,7 @@
-"""The plugin registry: entry points, isolation of broken plugins, clear errors."""
+"""The plugin registry: entry points, isolation of broken plugins, clear errors.
+
+Torch-free: the engines registered here are unillm.testing.fake's pure-Python `FakeEngine`
+(what the transformers engine itself does at load is tested in tests/engines)."""
 
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import unillm
-from unillm.backends.transformers import TransformersEngine
 from unillm.registry import Registry
+from unillm.testing.fake import FakeEngine
 
 
 def _plugin_package(root: Path, dist: str, module: str, body: str) -> Path:
@@ -41,7 +44,8 @@ def _plugin_package(root: Path, dist: str, module: str, body: str) -> Path:
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
     """A directory with three pip-installed plugin packages: one that fails to import, one
-    that raises while registering, and one that works (a real engine under a new name)."""
+    that raises while registering, and one that works (the pure-Python fake engine under a
+    new name)."""
     root = tmp_path_factory.mktemp("plugins")
     site = root / "site"
     packages = [
@@ -57,14 +61,14 @@ def plugin_site(tmp_path_factory) -> Path:
         """),
         _plugin_package(root, "unillm-good", "good_plugin", """
             import unillm
-            from unillm.backends.transformers import TransformersEngine
+            from unillm.testing.fake import FakeEngine
 
-            class ThirdPartyEngine(TransformersEngine):
+            class ThirdPartyEngine(FakeEngine):
                 pass
 
             @unillm.hookimpl
             def unillm_register_engines(register):
-                register("thirdparty", ThirdPartyEngine, requires=("torch",),
+                register("thirdparty", ThirdPartyEngine, requires=("hashlib",),
                          description="a third-party engine")
                 register("needs-missing-lib", ThirdPartyEngine, requires=("no_such_lib_xyz",),
                          extra="nosuch")
@@ -80,33 +84,37 @@ def plugin_site(tmp_path_factory) -> Path:
 
 
 def _run_with_plugins(site: Path, code: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)}
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                          text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_broken_plugins_are_listed_and_harm_no_other(plugin_site, tiny_llama):
-    result = _run_with_plugins(plugin_site, f"""
-        import json, unillm
-        infos = {{i.name: i for i in unillm.engines()}}
-        gen = unillm.load("thirdparty", {tiny_llama!r}, dtype="float32")
-        out = gen.generate("Hello", unillm.SamplingParams(max_tokens=3, temperature=0))
-        ref = unillm.load("transformers", {tiny_llama!r}, dtype="float32").generate(
-            "Hello", unillm.SamplingParams(max_tokens=3, temperature=0))
-        print(json.dumps({{
-            "status": {{k: v.status for k, v in infos.items()}},
-            "errors": {{k: v.error for k, v in infos.items()}},
-            "same": out.token_ids == ref.token_ids,
-        }}))
+def test_broken_plugins_are_listed_and_harm_no_other(plugin_site):
+    result = _run_with_plugins(plugin_site, """
+        import importlib.util, json, unillm
+        from unillm.testing.fake import FakeEngine
+        infos = {i.name: i for i in unillm.engines()}
+        params = unillm.SamplingParams(max_tokens=3, temperature=0)
+        out = unillm.load("thirdparty", "fake").generate("Hello", params)
+        ref = unillm.Generator(FakeEngine(), engine_name="fake", model="fake").generate(
+            "Hello", params)
+        has_torch = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+        print(json.dumps({
+            "status": {k: v.status for k, v in infos.items()},
+            "errors": {k: v.error for k, v in infos.items()},
+            "same": out.token_ids == ref.token_ids and out.engine == "thirdparty",
+            "transformers": "installed" if has_torch else "missing",
+        }))
     """)
     status, errors = result["status"], result["errors"]
     assert status["unillm-broken-import"] == "broken"
     assert "deliberately broken" in errors["unillm-broken-import"]
     assert status["unillm-broken-register"] == "broken"
     assert "registration deliberately fails" in errors["unillm-broken-register"]
-    assert status["transformers"] == "installed"
+    assert status["transformers"] == result["transformers"]  # as if the broken ones were absent
     assert status["thirdparty"] == "installed"
     assert status["needs-missing-lib"] == "missing"
     assert result["same"]
@@ -150,34 +158,58 @@ def test_programmatic_plugins_and_name_conflicts():
     class Plugin:
         @unillm.hookimpl
         def unillm_register_engines(self, register):
-            register("transformers-alias-test", TransformersEngine, aliases=("tat",),
-                     defaults={"dtype": "float32"})
+            register("fake-alias-test", FakeEngine, aliases=("fat",),
+                     defaults={"eos_odds": 0.5})
 
     class Conflicting:
         @unillm.hookimpl
         def unillm_register_engines(self, register):
-            register("transformers", TransformersEngine)
+            register("transformers", FakeEngine)
 
     reg = Registry()
     reg.add_plugin(Plugin(), name="alias-test")
     reg.add_plugin(Conflicting(), name="conflicting")
-    assert reg.get("tat").name == "transformers-alias-test"
-    assert reg.get("tat").defaults == {"dtype": "float32"}
+    assert reg.get("fat").name == "fake-alias-test"
+    assert reg.get("fat").defaults == {"eos_odds": 0.5}
     broken = {i.name: i for i in reg.engines() if i.status == "broken"}
     assert "already registered" in broken["conflicting"].error
 
 
-def test_engine_options_are_validated_with_named_errors(tiny_llama):
-    with pytest.raises(unillm.UnknownParameterError, match="dtyp.*Did you mean 'dtype'"):
-        unillm.load("transformers", tiny_llama, dtyp="float32")
-    with pytest.raises(unillm.InvalidParameterError, match="transformers engine option.dtype"):
-        unillm.load("transformers", tiny_llama, dtype="float64")
+class _FakeEngines:
+    """The fake engine as `fake-registry-test`, and one whose model must hold a weights file."""
+
+    @unillm.hookimpl
+    def unillm_register_engines(self, register):
+        register("fake-registry-test", FakeEngine)
+        register("fake-needs-weights", _NeedsWeights)
 
 
-def test_load_failure_is_an_engine_error(tmp_path):
-    """A directory that exists but holds no model fails inside the engine: an EngineError.
-    (A path that does not exist is refused before any engine runs: test_model_source.py.)"""
+class _NeedsWeights(FakeEngine):
+    def __init__(self, model, options):
+        super().__init__(model, options)
+        (Path(model) / "weights.bin").read_bytes()  # an engine library's own error
+
+
+@pytest.fixture(scope="module")
+def fake_engines() -> None:
+    if "fake-registry-test" not in {i.name for i in unillm.engines()}:
+        unillm.register_plugin(_FakeEngines(), name="test-registry-fakes")
+
+
+def test_engine_options_are_validated_with_named_errors(fake_engines):
+    with pytest.raises(unillm.UnknownParameterError, match="eos_odd.*Did you mean 'eos_odds'"):
+        unillm.load("fake-registry-test", "fake", eos_odd=0.1)
+    with pytest.raises(unillm.InvalidParameterError,
+                       match="fake-registry-test engine option.eos_odds"):
+        unillm.load("fake-registry-test", "fake", eos_odds=2.0)
+
+
+def test_load_failure_is_an_engine_error(fake_engines, tmp_path):
+    """A directory that exists but holds no model fails inside the engine: an EngineError
+    naming the engine and the library's error. (A path that does not exist is refused before
+    any engine runs: test_model_source.py.)"""
     empty = tmp_path / "no-model-here"
     empty.mkdir()
-    with pytest.raises(unillm.EngineError, match="could not load"):
-        unillm.load("transformers", str(empty))
+    with pytest.raises(unillm.EngineError, match="could not load.*FileNotFoundError") as info:
+        unillm.load("fake-needs-weights", str(empty))
+    assert info.value.engine == "fake-needs-weights"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ["test_params.py", "test_planning.py", "test_decoding.py", "test_timing.py",
-        "test_prepare.py", "test_assembly.py"]
+        "test_prepare.py", "test_assembly.py", "test_registry.py"]
 
 
 def test_the_core_tests_pass_with_torch_and_every_engine_unimportable():

@@ -66,6 +66,22 @@ def test_an_engine_failure_is_an_engine_error_and_the_generator_survives(hf_gene
     assert hf_generator.generate("ok", SP(max_tokens=2, temperature=0)).timing.output_tokens == 2
 
 
+def test_options_are_validated_with_named_errors(hf_generator, tiny_llama):
+    with pytest.raises(unillm.UnknownParameterError, match="dtyp.*Did you mean 'dtype'"):
+        unillm.load("transformers", tiny_llama, dtyp="float32")
+    with pytest.raises(unillm.InvalidParameterError, match="transformers engine option.dtype"):
+        unillm.load("transformers", tiny_llama, dtype="float64")
+
+
+def test_a_directory_without_a_model_is_an_engine_error(hf_generator, tmp_path):
+    """transformers' own error for a directory that exists but holds no model becomes an
+    EngineError naming the engine (the registry's rule: tests/core/test_registry.py)."""
+    empty = tmp_path / "no-model-here"
+    empty.mkdir()
+    with pytest.raises(unillm.EngineError, match="'transformers' failed: could not load"):
+        unillm.load("transformers", str(empty))
+
+
 def test_empty_prompts_are_rejected_clearly(tiny_llama):
     gpt2 = unillm.load("transformers", str(unillm.testing.build_test_model("gpt2-tiny")),
                        dtype="float32")

@@ -8,14 +8,10 @@ import pytest
 import unillm
 from unillm.testing import build_test_model
 
-from ..conftest import REQUIRED_ENGINES, require_engine
-from ..conformance.emulated import EmulationPlugin
+from ..conformance import conftest as _conformance  # noqa: F401 - registers the emulation
+# target's engine, once per session however the two directories are collected
 from ..conformance.targets import Target, all_targets
-
-try:  # the conformance suite registers the same plugin when it runs in this session
-    unillm.register_plugin(EmulationPlugin(), name="conformance-emulation")
-except ValueError:
-    pass
+from ..conftest import REQUIRED_ENGINES, require_engine
 
 _loaded: dict[tuple[str, str], unillm.Generator] = {}
 GAPS: dict[str, dict] = {}

@@ -70,9 +70,9 @@ class MLCEngine(Engine):
         try:
             import mlc_llm
         except ImportError as exc:  # the registry's `requires` normally stops us earlier
-            raise EngineUnavailableError("mlc", f"mlc_llm is not importable ({exc})",
+            raise EngineUnavailableError(self.name, f"mlc_llm is not importable ({exc})",
                                          INSTALL_HINT) from exc
-        self.protocol = OpenAIProtocol("mlc", PROFILE)
+        self.protocol = OpenAIProtocol(self.name, PROFILE)
         self.capabilities = self.protocol.capabilities(concurrent=False)
         kwargs: dict[str, Any] = {"model_lib": options.model_lib, "mode": options.mode}
         if options.engine_config:

@@ -91,7 +91,7 @@ class TransformersEngine(Engine):
         self.tokenizer = HFTokenizer(hf_tok, extra_eos_ids=eos_ids)
         self.pad_token_id = self.tokenizer.pad_token_id
         if self.pad_token_id is None:
-            raise EngineError("transformers", "the tokenizer has neither a pad nor an eos token")
+            raise EngineError(self.name, "the tokenizer has neither a pad nor an eos token")
         self.model_obj.generation_config = GenerationConfig(
             bos_token_id=original.bos_token_id, pad_token_id=self.pad_token_id,
             decoder_start_token_id=original.decoder_start_token_id,

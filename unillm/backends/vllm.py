@@ -236,13 +236,12 @@ class VllmEngine(Engine):
         return items, records
 
     # -- results ----------------------------------------------------------------------------
-    @staticmethod
-    def _finish(reason: str | None) -> str | None:
+    def _finish(self, reason: str | None) -> str | None:
         if reason is None:
             return None
         mapped = FINISH_REASONS.get(reason)
         if mapped is None:
-            raise EngineError("vllm", f"vLLM ended a request with finish reason {reason!r}")
+            raise EngineError(self.name, f"vLLM ended a request with finish reason {reason!r}")
         return mapped
 
     @staticmethod

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import UnillmError
+from ..errors import MissingDependency
 
 INSTALL = "pip install 'unillm[bench]'"
 """The install command for everything the bench can use (matplotlib and optuna)."""
-
-
-class MissingDependency(UnillmError):
-    """An optional package that this bench command needs is not installed."""
 
 
 def require(module: str, needed_for: str, alternative: str | None = None) -> None:

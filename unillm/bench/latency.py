@@ -13,7 +13,7 @@ from typing import Any
 
 from .jobs import fixed_length_params, measure_latency  # noqa: F401 - measure_latency: re-exported
 from .prompts import latency_prompts, prompt_set_name
-from .results import finalize, new_result, record, run_entry, summarize, timing_from_wire
+from .results import new_result, record, run_entry, set_statuses, summarize, timing_from_wire
 from .runner import Reporter, Round, run_contestants
 from .spec import EngineSpec
 
@@ -92,4 +92,4 @@ def run_latency(
                 "metrics": summarize(timings), "records": records,
             })
         result["runs"].append(run)
-    return finalize(result)
+    return set_statuses(result)

@@ -26,7 +26,7 @@ from typing import Any
 
 from .jobs import fixed_length_params
 from .prompts import corpus, latency_prompts, prompt_set_name
-from .results import finalize, new_result, record, run_entry, summarize, timing_from_wire
+from .results import new_result, record, run_entry, set_statuses, summarize, timing_from_wire
 from .runner import Reporter, Round, run_contestants
 from .spec import EngineSpec
 
@@ -96,7 +96,7 @@ def run_quality(
             run["points"].append(_point(outcome.outputs, max_tokens, measured[index],
                                         measured[0]))
         result["runs"].append(run)
-    return finalize(result)
+    return set_statuses(result)
 
 
 def _point(outputs: Sequence[Any], max_tokens: int, mine: Mapping[str, Any],

@@ -135,7 +135,7 @@ def run_entry(outcome: Any, model: str) -> dict[str, Any]:
     }
 
 
-def finalize(result: dict[str, Any]) -> dict[str, Any]:
+def set_statuses(result: dict[str, Any]) -> dict[str, Any]:
     """Set each run's status (``mismatch`` when any request did not produce the requested
     number of tokens) and the result's `ok`."""
     for run in result["runs"]:

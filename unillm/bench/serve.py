@@ -21,7 +21,7 @@ from typing import Any
 
 from ..timing import RunTiming, Timing, now
 from .prompts import latency_prompts, prompt_set_name, token_prompts
-from .results import finalize, new_result, record, summarize
+from .results import new_result, record, set_statuses, summarize
 from .runner import NullReporter, Reporter
 from ..backends.http import DONE, aparse_events
 
@@ -55,7 +55,7 @@ class SLO:
 
 
 @dataclass
-class Reply:
+class ObservedRequest:
     """One request as the client saw it."""
 
     timing: Timing | None
@@ -86,7 +86,7 @@ def _content(choice: Mapping[str, Any]) -> str:
     return delta.get("content") or ""
 
 
-async def send_request(client: Any, url: str, body: Mapping[str, Any]) -> Reply:
+async def send_request(client: Any, url: str, body: Mapping[str, Any]) -> ObservedRequest:
     """POST one streaming request and time every content chunk."""
     start = now()
     times: list[float] = []
@@ -96,13 +96,13 @@ async def send_request(client: Any, url: str, body: Mapping[str, Any]) -> Reply:
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
                 text = (await response.aread()).decode("utf-8", "replace")
-                return Reply(None, error=f"HTTP {response.status_code}: {text[:300]}")
+                return ObservedRequest(None, error=f"HTTP {response.status_code}: {text[:300]}")
             async for data in aparse_events(response.aiter_lines()):
                 if data.strip() == DONE:
                     break
                 event = json.loads(data)
                 if event.get("error"):
-                    return Reply(None, error=f"server error: {event['error']}")
+                    return ObservedRequest(None, error=f"server error: {event['error']}")
                 for choice in event.get("choices") or ():
                     if _content(choice):
                         times.append(now())
@@ -110,21 +110,21 @@ async def send_request(client: Any, url: str, body: Mapping[str, Any]) -> Reply:
                 if event.get("usage"):
                     usage = event["usage"]
     except Exception as exc:  # noqa: BLE001 - a failed request is a result, not a crash
-        return Reply(None, error=f"{type(exc).__name__}: {exc}")
+        return ObservedRequest(None, error=f"{type(exc).__name__}: {exc}")
     if not times:
-        return Reply(None, finish, error="the stream ended without any content")
+        return ObservedRequest(None, finish, error="the stream ended without any content")
     rel = tuple(t - start for t in times)
     output_tokens = usage.get("completion_tokens") or len(rel)
     timing = Timing(rel[-1], rel, usage.get("prompt_tokens"), int(output_tokens), "stream")
-    return Reply(timing, finish)
+    return ObservedRequest(timing, finish)
 
 
 async def _level(client: Any, url: str, bodies: Sequence[Mapping[str, Any]], concurrency: int,
                  rate: float | None, rng: random.Random,
-                 advance: Callable[[int], None]) -> tuple[list[Reply], float]:
+                 advance: Callable[[int], None]) -> tuple[list[ObservedRequest], float]:
     """Send every body with at most `concurrency` in flight; returns replies and wall time."""
     gate = asyncio.Semaphore(concurrency)
-    replies: list[Reply | None] = [None] * len(bodies)
+    replies: list[ObservedRequest | None] = [None] * len(bodies)
 
     async def one(i: int) -> None:
         async with gate:
@@ -141,8 +141,8 @@ async def _level(client: Any, url: str, bodies: Sequence[Mapping[str, Any]], con
     return [r for r in replies if r is not None], now() - start
 
 
-def _point(replies: Sequence[Reply], wall: float, concurrency: int, rate: float | None,
-           expected: int | None, slo: SLO) -> dict[str, Any]:
+def _point(replies: Sequence[ObservedRequest], wall: float, concurrency: int,
+           rate: float | None, expected: int | None, slo: SLO) -> dict[str, Any]:
     ok = [(i, r) for i, r in enumerate(replies) if r.timing is not None]
     timings = [r.timing for _, r in ok]
     prompt_counts = [t.prompt_tokens for t in timings]
@@ -310,4 +310,4 @@ async def arun_serve(
             warmup=warmup, extra=extra or {}, seed=seed, timeout=timeout, reporter=reporter,
         )
         result["runs"].append(run)
-    return finalize(result)
+    return set_statuses(result)

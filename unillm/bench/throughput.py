@@ -16,7 +16,7 @@ from typing import Any
 from ..timing import Summary
 from .jobs import fixed_length_params, measure_throughput  # noqa: F401 - measure_throughput: re-exported
 from .prompts import LengthDist, sample_lengths
-from .results import finalize, new_result, record, run_entry, summarize, timing_from_wire
+from .results import new_result, record, run_entry, set_statuses, summarize, timing_from_wire
 from .runner import Reporter, Round, run_contestants
 from .spec import EngineSpec
 
@@ -97,4 +97,4 @@ def run_throughput(
                 "metrics": summarize(timings), "records": records,
             })
         result["runs"].append(run)
-    return finalize(result)
+    return set_statuses(result)

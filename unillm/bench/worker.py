@@ -24,14 +24,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import UnillmError
+from ..errors import UnillmError, WorkerError
 from .jobs import measure_latency, measure_quality, measure_throughput
 
 Progress = Callable[[int], None]
-
-
-class WorkerError(UnillmError):
-    """A job failed in the worker (the engine raised, or the process died)."""
 
 
 class Session:

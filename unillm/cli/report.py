@@ -26,7 +26,8 @@ class RichReporter:
         return lambda n=1: self.progress.advance(task_id, n)
 
     def message(self, text: str) -> None:
-        self.progress.console.print(f"[dim]{text}[/]", highlight=False)
+        # literally: a message may quote an error or a command with brackets in it
+        self.progress.console.print(text, style="dim", markup=False, highlight=False)
 
 
 @contextmanager

@@ -83,7 +83,9 @@ def tune(
             f"run-to-run CV defaults {conf['cv']['default'] or 0:.1%}, best {conf['cv']['best'] or 0:.1%})"
         )
     elif conf.get("error"):
-        report.err.print(f"[red]confirmation failed: {conf['error']}[/]")
+        # literally: an engine's error may hold brackets ("pip install 'unillm[bench]'")
+        report.err.print(f"confirmation failed: {conf['error']}", style="red", markup=False,
+                         highlight=False)
     load = result.get("load")
     if best and load:
         if result.get("recommended") == "defaults":

@@ -37,6 +37,7 @@ import time
 from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
+from ..errors import QueueFullError
 from ..generator import Generator, Prepared
 from ..results import Chunk, Completion, Completions
 from .config import ServeConfig
@@ -44,15 +45,6 @@ from .metrics import ServeMetrics
 from .pump import pump as _pump
 
 Item = Chunk | Completion
-
-
-class QueueFullError(Exception):
-    """The queue is at `max_queue`; try again after `retry_after` seconds."""
-
-    def __init__(self, retry_after: int, depth: int):
-        super().__init__(f"the server's queue is full ({depth} requests waiting); retry in "
-                         f"{retry_after} s")
-        self.retry_after = retry_after
 
 
 class Ticket(abc.ABC):

@@ -1,9 +1,9 @@
 """Fixtures for the plugin's own tests: real llama.cpp on the unillm test models.
 
-The shared semantics (every SamplingParams field, streaming, timing) are tested by unillm's
-conformance suite, which runs this engine as the `llamacpp` and `llamacpp-q8_0` targets; these
-tests cover what is particular to this plugin: conversion, llama.cpp's tokenizer, the sampler
-chain, and installing the package.
+The shared semantics (every SamplingParams field, streaming, timing) are checked by unillm's
+conformance kit, which test_conformance.py runs on this engine's two configurations (f32,
+exact; q8_0); the other tests cover what is particular to this plugin: conversion, llama.cpp's
+tokenizer, the sampler chain, and installing the package.
 
 Without llama-cpp-python the tests are skipped, unless UNILLM_REQUIRE_ENGINES names llamacpp
 (as CI does), in which case they fail.

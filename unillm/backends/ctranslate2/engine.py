@@ -182,7 +182,7 @@ class CTranslate2Engine(Engine):
         try:
             supported = set(self.ct2.get_supported_compute_types(self.device, self.device_index))
         except (RuntimeError, ValueError) as exc:
-            raise EngineError("ctranslate2", f"device {self.options.device!r} is not usable: {exc}") from exc
+            raise EngineError(self.name, f"device {self.options.device!r} is not usable: {exc}") from exc
         if wanted not in supported:
             allowed = ", ".join(["default", "auto", *sorted(supported)])
             raise InvalidParameterError(
@@ -200,7 +200,7 @@ class CTranslate2Engine(Engine):
             hf = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise EngineError(
-                "ctranslate2", f"no tokenizer found in {source!r} ({exc}); pass "
+                self.name, f"no tokenizer found in {source!r} ({exc}); pass "
                 "tokenizer='<Hugging Face tokenizer path or hub id>'",
             ) from exc
         eos = set(self.metadata.get("eos_token_ids") or ())
@@ -428,7 +428,7 @@ def _read_vocabulary(path: str) -> list[str]:
     if os.path.isfile(as_text):
         with open(as_text, encoding="utf-8") as fh:
             return [line.rstrip("\n") for line in fh]
-    raise EngineError("ctranslate2", f"{path} has no vocabulary.json or vocabulary.txt")
+    raise FileNotFoundError(f"{path} has no vocabulary.json or vocabulary.txt")  # load wraps it
 
 
 def _output_ids(sequence: list[int], prompt: list[int], with_prompt: bool) -> list[int]:
@@ -440,4 +440,4 @@ def _output_ids(sequence: list[int], prompt: list[int], with_prompt: bool) -> li
         return sequence[len(prompt):]
     if sequence[: len(prompt) - 1] == prompt[1:]:
         return sequence[len(prompt) - 1:]
-    raise EngineError("ctranslate2", "a result does not start with its prompt")
+    raise RuntimeError("a result does not start with its prompt")  # the core names the engine

@@ -2,6 +2,10 @@
 
 It calls the float32 model's forward pass directly (no `generate`, no cache, no generation
 config), so it cannot share a bug with any engine, and it stops at the end-of-sequence token.
+The test models' `generation_config.json` is booby-trapped (top_k 5, temperature 0.7,
+repetition penalty 1.3, max_length 12, do_sample: see unillm/testing/models.py): an engine that
+lets a checkpoint's defaults leak into generation leaves this reference, and the greedy-parity
+checks fail instead of passing silently. torch and transformers are imported on first use.
 """
 
 from __future__ import annotations
@@ -59,8 +63,33 @@ def _greedy_ids(path: str, prompt_ids: tuple[int, ...], max_tokens: int,
     return tuple(out)
 
 
+def ranks(path: str, prompt_ids: tuple[int, ...], output_ids: tuple[int, ...],
+          ) -> list[tuple[int, float]]:
+    """For each output token, under the float32 model given everything before it: how many
+    tokens were more likely (its rank, 0 for the argmax), and their total probability (a token
+    outside a top-p nucleus has at least p of it)."""
+    import torch
+
+    model, _ = _model(path)
+    ids = list(prompt_ids) + list(output_ids)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    found = []
+    for i, token in enumerate(output_ids):
+        row = logits[len(prompt_ids) - 1 + i]
+        above = row > row[token]
+        found.append((int(above.sum()), float(torch.softmax(row, -1)[above].sum())))
+    return found
+
+
 def encode(path: str, text: str) -> tuple[int, ...]:
+    """Prompt ids of `text` (with bos where the model uses one), as every engine gets them."""
     return tuple(_model(path)[1].encode(text))
+
+
+def decode(path: str, ids: list[int] | tuple[int, ...]) -> str:
+    """Text of `ids`, special tokens skipped (what a text engine's server should send)."""
+    return _model(path)[1].decode(list(ids), skip_special_tokens=True)
 
 
 def eos_id(path: str) -> int:
