@@ -23,14 +23,22 @@ def params_table() -> str:
     return "\n".join(lines)
 
 
+def _scores(p) -> str:
+    if not p.echo_scores:
+        return f"no: {p.score_refusal}"
+    note = " (models whose tokenizer adds a start token)" if p.echo_needs_bos else ""
+    return f"yes: `echo` + `logprobs`, `max_tokens` {p.echo_max_tokens}{note}"
+
+
 def server_profiles_table() -> str:
     """The `openai` engine's server profiles: what each honours natively, who matches stops."""
     from unillm.backends._profiles import PROFILES
     from unillm.engine import ALL_FIELDS
 
     lines = ["| `server=` | for | honoured by the server | stop strings matched by | "
-             "`structured` kinds (its own fields) | refused | tested here |",
-             "|---|---|---|---|---|---|---|"]
+             "`structured` kinds (its own fields) | refused | scores text (`Generator.score`) "
+             "| tested here |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in PROFILES.values():
         native = {"max_tokens", "temperature"} | set(p.params)
         stops = (f"the server (`{p.stop_field}` names the match)" if p.stop_field
@@ -40,7 +48,7 @@ def server_profiles_table() -> str:
         lines.append(
             f"| `{p.name}` | {p.title} | {', '.join(f'`{f}`' for f in sorted(native - {'stop'}))} "
             f"| {stops} | {', '.join(sorted(p.constraint_kinds)) or 'none'} "
-            f"| {', '.join(f'`{f}`' for f in refused) or '-'} "
+            f"| {', '.join(f'`{f}`' for f in refused) or '-'} | {_scores(p)} "
             f"| {('yes: ' + p.tested_with) if p.tested_with else 'no: from its documented schema'} |"
         )
     return "\n".join(lines)

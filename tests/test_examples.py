@@ -27,6 +27,12 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
                               r"choice: (positive|negative)\n",
                               r"regex: 20[0-9]{2}-[01][0-9]-[0-3][0-9]\n",
                               r"digits: [0-689]{6}\n"], []),
+    "scoring.py": ([r"' blue'\s+logprob=\s*-[\d.]+ tokens=\d+ greedy=(True|False)",
+                    r"perplexity [\d.]+ over \d+ tokens, 1 window", r"prompt logprobs: \[None, -",
+                    r"ctranslate2: (same scores as transformers within \d\.\de-0[5-9]|not installed)"],
+                   []),
+    "lm_eval_tasks.py": ([r"unillm_gen: \{'exact_match,strip': [\d.]+\}",
+                          r"unillm_mc: \{'acc,none': [\d.]+, 'acc_norm,none': [\d.]+\}"], []),
     "minimal_engine.py": ([r"minimal: '.*' (stop|length) tokens=\d+",
                            r"same tokens as transformers: True"], []),
     # The conformance kit on the minimal engine: pytest's exit status is the example's, so a

@@ -21,6 +21,8 @@ from .engine import (
     EngineResult,
     EngineSequence,
     Knob,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
 )
 from .errors import (
@@ -50,7 +52,20 @@ from .hookspecs import hookimpl
 from .loading import load
 from .params import SamplingParams
 from .registry import EngineInfo, engines, register_plugin
-from .results import Chunk, Completion, Completions, Sample, TokenLogprob, ToolCall, ToolCallDelta
+from .results import (
+    Chunk,
+    Completion,
+    Completions,
+    RollingScore,
+    Sample,
+    Score,
+    Scores,
+    ScoreTiming,
+    TokenLogprob,
+    TokenScore,
+    ToolCall,
+    ToolCallDelta,
+)
 from .timing import RunTiming, Stats, Summary, Timing
 
 __version__ = "0.1.0"
@@ -95,15 +110,22 @@ __all__ = [
     "MultiStream",
     "Prepared",
     "QuantizationConfig",
+    "RollingScore",
     "RunTiming",
     "Sample",
     "SaveNotSupportedError",
     "SamplingParams",
+    "Score",
+    "ScoreRequest",
+    "ScoreResult",
+    "ScoreTiming",
+    "Scores",
     "Stats",
     "Stream",
     "Summary",
     "TokenEvent",
     "TokenLogprob",
+    "TokenScore",
     "ToolCall",
     "ToolCallDelta",
     "Timing",

@@ -101,7 +101,26 @@ def build_completion(engine_name: str, prepared: Prepared, samples: list[Sample]
         prompt_token_ids=tuple(prepared.prompt_ids) if prepared.prompt_ids is not None else None,
         emulated=prepared.plan.emulated,
         tool_format=prepared.tools.format_name if prepared.tools is not None else None,
+        prompt_logprobs=_prompt_logprobs(engine_name, prepared, results),
     )
+
+
+def _prompt_logprobs(engine_name: str, prepared: Prepared,
+                     results: Sequence[EngineResult]) -> tuple[TokenLogprob | None, ...] | None:
+    """The prompt's logprobs when asked for: unillm's (emulated) or the engine's own; an
+    engine that declared them natively and returned none is an error, not a silent None."""
+    if prepared.params.prompt_logprobs is None:
+        return None
+    found = prepared.prompt_logprobs
+    if found is None:
+        found = next((r.prompt_logprobs for r in results if r.prompt_logprobs is not None), None)
+    if found is None:
+        ran = any(r.samples or r.received for r in results)  # not a stream closed at once
+        if ran and "prompt_logprobs" not in prepared.plan.emulated:
+            raise EngineError(engine_name, "prompt_logprobs were asked for and the engine, "
+                              "which declares them, returned none")
+        return None
+    return tuple(found)
 
 
 def batch_samples(prepared: Prepared, results: Sequence[EngineResult], decode: Decode | None,

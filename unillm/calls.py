@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
-from .engine import Engine, EngineRequest, TokenEvent
+from .engine import Engine, EngineRequest, ScoreRequest, ScoreResult, TokenEvent
 from .errors import PartialBatchFailure, UnillmError, as_engine_error
 
 T = TypeVar("T")
@@ -107,3 +107,24 @@ class EngineCalls:
                 return self.engine.generate(batch)
 
         return await asyncio.to_thread(run)
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """One scoring batch (`Engine.score`) under `call`."""
+        if not requests:
+            return []
+        with self.call():
+            return self.engine.score(requests)
+
+    async def ascore(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """One scoring batch for asyncio: awaited when the engine has an async `ascore`, else
+        its `score` in a worker thread under `call`."""
+        if not requests:
+            return []
+        if self.native("ascore"):
+            try:
+                return await self.engine.ascore(requests)
+            except UnillmError:
+                raise
+            except Exception as exc:
+                raise self.wrap(exc) from exc
+        return await asyncio.to_thread(self.score, requests)

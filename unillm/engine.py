@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import PartialBatchFailure
 from .params import SamplingParams
-from .results import TokenLogprob, ToolCall, ToolCallDelta
+from .results import TokenLogprob, TokenScore, ToolCall, ToolCallDelta
 from .structured import KINDS
 
 if TYPE_CHECKING:
@@ -33,14 +33,15 @@ if TYPE_CHECKING:
 
 __all__ = [  # the plugin contract; PartialBatchFailure lives with the other errors
     "ALL_FIELDS", "EMULATED_BY_CORE", "Capabilities", "Engine", "EngineOptions", "EngineRequest",
-    "EngineResult", "EngineSequence", "Knob", "PartialBatchFailure", "TokenEvent", "Tokenizer",
-    "stream_as_batch_of_one",
+    "EngineResult", "EngineSequence", "Knob", "PartialBatchFailure", "ScoreRequest", "ScoreResult",
+    "TokenEvent", "TokenScore", "Tokenizer", "stream_as_batch_of_one",
 ]
 
 ALL_FIELDS: frozenset[str] = frozenset(SamplingParams.model_fields)
 
-EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n"})
-"""Fields unillm implements itself for an engine that lacks them (see docs/sampling.md)."""
+EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n", "prompt_logprobs"})
+"""Fields unillm implements itself for an engine that lacks them (see docs/sampling.md);
+`prompt_logprobs` only on an engine that can score (`Capabilities.score`)."""
 
 
 @runtime_checkable
@@ -48,8 +49,9 @@ class Tokenizer(Protocol):
     """What the core needs from a model's tokenizer.
 
     Optionally also `vocab_size` (an int), which a server uses to refuse token ids outside
-    the vocabulary before they reach (and fail) a shared batch, and `encode_plain(text)`
-    (ids without special tokens), which `bad_words` needs.
+    the vocabulary before they reach (and fail) a shared batch, `encode_plain(text)`
+    (ids without special tokens), which `bad_words` needs, and `bos_token_id` (an int or
+    None), the start token that scoring puts before an empty context when `encode` adds none.
     """
 
     eos_token_ids: frozenset[int]
@@ -94,6 +96,9 @@ class Capabilities:
       in a narrower range than `SamplingParams` allows (vLLM: temperature <= 2). The planner
       refuses a value outside it before the request is queued, instead of letting the engine
       fail inside a batch (or a server answer 500).
+    - `score`: the engine implements `Engine.score` (log-probabilities of given text); without
+      it `score_refusal` says why, and which engines or servers can, for the error the core
+      raises (`Generator.score`, `SamplingParams.prompt_logprobs`).
     """
 
     params: frozenset[str]
@@ -108,6 +113,8 @@ class Capabilities:
     notes: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     tools: bool = False
     limits: tuple[tuple[str, float, float], ...] = ()
+    score: bool = False
+    score_refusal: str = ""
 
     def __post_init__(self) -> None:
         unknown = set(self.params) - ALL_FIELDS
@@ -205,6 +212,36 @@ class EngineResult:
     prompt_tokens: int | None = None
     ttft: float | None = None
     compile_s: float | None = None  # with `structured`: compiling the constraint (0 if cached)
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # native `prompt_logprobs`: one
+    # per prompt token, None for the first (nothing precedes it)
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Text to score (`Engine.score`): the log-probability of each continuation token given
+    everything before it. Token-id engines get ids (`context_ids` holds at least the start
+    token); text engines (`Capabilities.token_ids` False) get the two texts instead.
+
+    `top`: None asks for each token's own log-probability only (perplexity); k >= 0 also asks
+    whether each token is the most likely one (`TokenScore.greedy`, lm-eval's is_greedy), its
+    `rank` where the engine knows it, and the k most likely alternatives (`TokenScore.top`).
+    """
+
+    context_ids: tuple[int, ...] = ()
+    continuation_ids: tuple[int, ...] = ()
+    context: str | None = None
+    continuation: str | None = None
+    top: int | None = None
+
+
+@dataclass
+class ScoreResult:
+    """What the engine computed for one `ScoreRequest`: one `TokenScore` per continuation token
+    (text engines: per token of the server's own tokenization of the continuation), and the
+    arguments it really passed to its library or server (`received`)."""
+
+    tokens: list[TokenScore] = field(default_factory=list)
+    received: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -310,6 +347,16 @@ class Engine(abc.ABC):
         from ._threads import iterate_in_thread
 
         return iterate_in_thread(lambda: self.stream(request))
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Score a batch (only called where `capabilities.score` is True): for each request, in
+        order, the log-probability of every continuation token given everything before it,
+        computed from the model's raw distribution (no temperature or other processing)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no score capability")
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Async `score`; engines with an async API override this, others run in a thread."""
+        return await asyncio.to_thread(self.score, requests)
 
     def info(self) -> dict[str, Any]:
         """Facts about the loaded model for `Generator.info` (device, dtype, weight bytes...)."""

@@ -57,15 +57,15 @@ class UnsupportedParameterError(UnillmError, ValueError):
     """
 
     def __init__(self, engine: str, field: str, value: object = None, reason: str = "", *,
-                 owner: str = "SamplingParams"):
+                 owner: str = "SamplingParams", message: str | None = None):
         self.engine = engine
         self.field = field
         self.value = value
         detail = f": {reason}" if reason else ""
-        super().__init__(
+        super().__init__(message or (
             f"engine {engine!r} cannot honour {owner}.{field} = {value!r}{detail}. "
             f"Leave {field} at its default or choose an engine that supports it."
-        )
+        ))
 
 
 class ContextLengthError(UnillmError, ValueError):

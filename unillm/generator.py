@@ -34,7 +34,15 @@ from .prepared import (
     per_prompt_params,
     prepare,
 )
-from .results import Completion, Completions
+from .results import Completion, Completions, RollingScore, Score, Scores
+from .scoring import (
+    Pair,
+    TextOrIds,
+    afill_prompt_logprobs,
+    fill_prompt_logprobs,
+    prepare_pairs,
+    prepare_rolling,
+)
 from .streams import AsyncStream, MultiStream, Stream
 from .timing import now
 
@@ -194,6 +202,7 @@ class Generator:
     def _run(self, jobs: list[Prepared]) -> Completions:
         outcome = BatchOutcome(self.engine_name)
         start = now()
+        fill_prompt_logprobs(self._calls, jobs)
         self._run_batches(self._batches(jobs), outcome)
         return self._completions(jobs, outcome, start)
 
@@ -215,6 +224,7 @@ class Generator:
     async def _arun(self, jobs: list[Prepared]) -> Completions:
         outcome = BatchOutcome(self.engine_name)
         start = now()
+        await afill_prompt_logprobs(self._calls, jobs)
         batches = self._batches(jobs)
         if not self._calls.native("agenerate"):  # one worker thread, batches in order
             await asyncio.to_thread(self._run_batches, batches, outcome)
@@ -321,6 +331,67 @@ class Generator:
         disconnects). Conversations go in as `prepare(messages=...)`.
         """
         return MultiStream(self._calls, self._prepared(list(prompts), params))
+
+    # -- scoring ---------------------------------------------------------------------------
+    @staticmethod
+    def _is_pair(pairs: Any) -> bool:
+        return isinstance(pairs, tuple) and len(pairs) == 2 and isinstance(pairs[0], (str, Mapping))
+
+    def score(self, pairs: Pair | Sequence[Pair], *, top_logprobs: int = 0,
+              truncate: bool = False) -> Score | Scores:
+        """The log-probability of each continuation after its context (lm-eval's
+        ``loglikelihood``): one ``(context, continuation)`` pair returns a `Score`, a list of
+        pairs returns `Scores` (in order, run as one batch, with the call's `timing`).
+
+        Each part is text or ``{"prompt_token_ids": [...]}``; docs/scoring.md says how text is
+        tokenized (as lm-eval does). `top_logprobs` alternatives are returned per token. A pair
+        longer than the context raises `ContextLengthError`, unless `truncate` cuts the
+        context from its left (as lm-eval does). Engines that cannot score raise
+        `UnsupportedParameterError` saying which can.
+        """
+        self._check_open()
+        single = self._is_pair(pairs)
+        call = prepare_pairs(self.engine, self.engine_name, [pairs] if single else list(pairs),
+                             top_logprobs, truncate)
+        start = now()
+        out = call.assemble(self._calls.score(call.requests), now() - start)
+        return out[0] if single else out
+
+    async def ascore(self, pairs: Pair | Sequence[Pair], *, top_logprobs: int = 0,
+                     truncate: bool = False) -> Score | Scores:
+        """`score` for asyncio."""
+        self._check_open()
+        single = self._is_pair(pairs)
+        call = prepare_pairs(self.engine, self.engine_name, [pairs] if single else list(pairs),
+                             top_logprobs, truncate)
+        start = now()
+        out = call.assemble(await self._calls.ascore(call.requests), now() - start)
+        return out[0] if single else out
+
+    def score_rolling(self, texts: TextOrIds | Sequence[TextOrIds], *,
+                      window: int | None = None) -> RollingScore | Scores:
+        """The log-likelihood of whole texts (lm-eval's ``loglikelihood_rolling``; perplexity
+        is `RollingScore.perplexity`): one text returns a `RollingScore`, a list `Scores`.
+        A text longer than `window` tokens (default: the context length) is scored in windows,
+        as lm-eval does (docs/scoring.md)."""
+        self._check_open()
+        single = self._is_single(texts)
+        call = prepare_rolling(self.engine, self.engine_name, [texts] if single else list(texts),
+                               window)
+        start = now()
+        out = call.assemble(self._calls.score(call.requests), now() - start)
+        return out[0] if single else out
+
+    async def ascore_rolling(self, texts: TextOrIds | Sequence[TextOrIds], *,
+                             window: int | None = None) -> RollingScore | Scores:
+        """`score_rolling` for asyncio."""
+        self._check_open()
+        single = self._is_single(texts)
+        call = prepare_rolling(self.engine, self.engine_name, [texts] if single else list(texts),
+                               window)
+        start = now()
+        out = call.assemble(await self._calls.ascore(call.requests), now() - start)
+        return out[0] if single else out
 
     # -- lifetime --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

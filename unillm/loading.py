@@ -37,7 +37,17 @@ def load(
     (data parallelism, docs/scaling.md); `ray_address`, `num_cpus`, `num_gpus` (per replica),
     `retry`, `max_restarts` and `ray_actor_options` configure them and are only accepted with
     `replicas`.
+
+    `engine="auto"` loads the fastest engine and settings, measured on this machine and model,
+    whose quality stays within `max_gap` of float32 (``objective="latency"`` or
+    ``"throughput"``; docs/recommend.md): it measures on first use and caches the answer.
     """
+    if engine == "auto":
+        # The recommendation is a tool above the core (it runs the bench): reached by name,
+        # as engines are, so that nothing in the core imports it.
+        import importlib
+
+        return importlib.import_module("unillm.recommend").load_auto(model, **options)
     tool_parser = options.pop("tool_parser", None)
     if tool_parser is not None:
         from .tools.formats import check_parser_name

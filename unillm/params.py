@@ -201,6 +201,11 @@ class SamplingParams(BaseModel):
         None, ge=0, le=20, description="Return the log-probability of each generated token and "
         "of this many top alternatives; None means none.",
     )
+    prompt_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Also return the log-probability of each prompt token "
+        "(None for the first) and of this many top alternatives (vLLM's prompt_logprobs); None "
+        "means none.",
+    )
     structured: Annotated[Structured | None, BeforeValidator(as_structured)] = Field(
         None, description="Constrain the text to a JSON schema, a regex, one of several "
         "choices or a grammar (docs/structured.md); None means unconstrained.",

@@ -23,6 +23,12 @@ EMULATION_NOTES = {
 }
 
 
+SCORING_ENGINES = (
+    "transformers (and bnb, gptq, torchao), ctranslate2, vllm, llamacpp, tgi, and openai with "
+    "server='vllm' or 'llama-cpp-python'"
+)
+"""The engines that can score text, for refusals (docs/scoring.md has the table)."""
+
 WHO_CAN = {
     "structured": "the transformers (and bnb, gptq, torchao), llamacpp and vllm engines "
     "constrain every kind natively; docs/structured.md has the table of every engine",
@@ -119,8 +125,18 @@ def plan(
 ) -> Plan:
     emulated: list[str] = []
     _check_structured(params, caps, engine)
+    changes: dict[str, object] = {}
+    if params.prompt_logprobs is not None and "prompt_logprobs" not in caps.params:
+        # Emulated by scoring the prompt (`Engine.score`), which needs its token ids.
+        if not (caps.score and caps.token_ids):
+            why = ("it returns text without the prompt's token ids; Generator.score scores "
+                   "text on it" if caps.score else refusal_reason(caps))
+            raise UnsupportedParameterError(engine, "prompt_logprobs", params.prompt_logprobs,
+                                            why)
+        emulated.append("prompt_logprobs")
+        changes["prompt_logprobs"] = None
     for name, value in params.non_default_fields().items():
-        if name in caps.params:
+        if name in caps.params or name == "prompt_logprobs":
             continue
         if name in EMULATED_BY_CORE:
             emulated.append(name)
@@ -148,7 +164,6 @@ def plan(
                 "min_tokens tokens are",
             )
 
-    changes: dict[str, object] = {}
     if "stop" in emulated:
         changes["stop"] = ()
     if "stop_token_ids" in emulated:
@@ -237,3 +252,19 @@ def batch_groups(requests: Sequence[EngineRequest], caps: Capabilities) -> list[
     for i, request in enumerate(requests):
         groups.setdefault(request.params, []).append(i)
     return list(groups.values())
+
+
+def refusal_reason(caps: Capabilities) -> str:
+    """Why an engine cannot score text, and which can."""
+    why = caps.score_refusal or "it cannot return the log-probabilities of given text"
+    return f"{why}; engines that can: {SCORING_ENGINES}"
+
+
+def check_score(caps: Capabilities, engine: str) -> None:
+    """Refuse `Generator.score` (and rolling scores) on an engine that cannot score, saying why
+    and which engines can: the same rule as an unsupported sampling field, never a wrong or
+    silently empty answer."""
+    if not caps.score:
+        raise UnsupportedParameterError(
+            engine, "score", message=f"engine {engine!r} cannot score text (Generator.score): "
+            f"{refusal_reason(caps)}")

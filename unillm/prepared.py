@@ -50,6 +50,7 @@ class Prepared:
     claimed: bool = False
     compile_s: float | None = None  # with `structured`: compiling it here (a cache hit: ~0)
     tools: ToolPlan | None = None  # a chat call with tools (docs/tools.md)
+    prompt_logprobs: list[Any] | None = None  # emulated `prompt_logprobs`, once scored
 
     @property
     def batch_key(self) -> tuple[SamplingParams, ...]:

@@ -1,11 +1,14 @@
 """What a call returns: `Completion` (one prompt), `Sample` (one generated sequence), `Chunk`
 (one streamed piece), and `Completions` (a batch's results with the batch's own timing); with
-tools, `ToolCall` (a call the model made) and `ToolCallDelta` (a streamed piece of one).
+tools, `ToolCall` (a call the model made) and `ToolCallDelta` (a streamed piece of one); for
+scoring (`Generator.score`), `Score` and `RollingScore` per text and `Scores` for a batch, with
+`TokenScore` per token and `ScoreTiming`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -62,6 +65,7 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: Mapping[int, float] = field(default_factory=dict)
+    rank: int | None = None  # 1 = the most likely token; None where the engine does not say
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,9 @@ class Completion:
     prompt_token_ids: tuple[int, ...] | None = None
     emulated: tuple[str, ...] = ()
     tool_format: str | None = None
+    prompt_logprobs: tuple[TokenLogprob | None, ...] | None = None
+    """With `SamplingParams.prompt_logprobs`: one entry per prompt token (vLLM's meaning), None
+    for the first, which nothing precedes."""
 
     @property
     def text(self) -> str:
@@ -229,3 +236,115 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
+
+
+# -- scoring -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenScore:
+    """One scored token: its log-probability under the model given everything before it.
+
+    - `token_id`: the token (None from a text engine whose server does not say);
+      `text`: its text as a text engine's server gave it (None from token-id engines).
+    - `logprob`: None only where the engine could not score it (a text engine's first token,
+      which nothing precedes).
+    - `greedy`: whether it is the most likely token there (None: not asked, or the engine
+      cannot tell); `rank`: 1 for the most likely token, where the engine says.
+    - `top`: the most likely alternatives asked for, by id (token-id engines) or by text.
+    """
+
+    logprob: float | None
+    token_id: int | None = None
+    text: str | None = None
+    greedy: bool | None = None
+    rank: int | None = None
+    top: Mapping[Any, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Score:
+    """lm-eval's ``loglikelihood`` answer for one (context, continuation): `logprob`, the sum of
+    the continuation tokens' log-probabilities, and `is_greedy`, whether greedy decoding from
+    the context would produce exactly this continuation (None where the engine cannot tell).
+
+    `tokens` are the continuation's tokens one by one; `context_tokens` how many tokens the
+    context was (start token included), after `truncated` tokens were cut from its left.
+    """
+
+    logprob: float
+    is_greedy: bool | None
+    tokens: tuple[TokenScore, ...]
+    context_tokens: int | None = None
+    truncated: int = 0
+    engine_params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def token_logprobs(self) -> tuple[float | None, ...]:
+        return tuple(t.logprob for t in self.tokens)
+
+    @property
+    def token_ids(self) -> tuple[int, ...] | None:
+        ids = tuple(t.token_id for t in self.tokens)
+        return None if any(i is None for i in ids) else ids  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class RollingScore:
+    """lm-eval's ``loglikelihood_rolling`` answer for one text: `logprob`, the sum over every
+    token of the text, each given all the text before it (and the model's start token), the
+    text cut into `windows` of at most the context length when it is longer.
+
+    `scored` counts the tokens in the sum; `unscored` those an engine could not score (a text
+    engine's first token when its server adds no start token).
+    """
+
+    logprob: float
+    tokens: tuple[TokenScore, ...]
+    windows: int = 1
+
+    @property
+    def scored(self) -> int:
+        return sum(t.logprob is not None for t in self.tokens)
+
+    @property
+    def unscored(self) -> int:
+        return len(self.tokens) - self.scored
+
+    @property
+    def token_logprobs(self) -> tuple[float | None, ...]:
+        return tuple(t.logprob for t in self.tokens)
+
+    @property
+    def perplexity(self) -> float:
+        """exp(-mean log-probability per scored token)."""
+        return math.exp(-self.logprob / self.scored) if self.scored else math.nan
+
+
+@dataclass(frozen=True)
+class ScoreTiming:
+    """One scoring call: its wall time, how many texts and tokens it scored, and how many tokens
+    the engine read (`input_tokens`: contexts included; None from text engines)."""
+
+    e2e: float
+    requests: int
+    tokens: int
+    input_tokens: int | None = None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Scored tokens per second of wall time."""
+        return self.tokens / self.e2e if self.e2e > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"e2e": self.e2e, "requests": self.requests, "tokens": self.tokens,
+                "input_tokens": self.input_tokens, "tokens_per_s": self.tokens_per_s}
+
+
+class Scores(list):
+    """The results of one scoring call on a list (`Score`s or `RollingScore`s, in input order),
+    plus `timing`: the whole call's `ScoreTiming`."""
+
+    timing: ScoreTiming
+
+    def __init__(self, items: list, timing: ScoreTiming):
+        super().__init__(items)
+        self.timing = timing

@@ -17,6 +17,7 @@ from .engine import EngineRequest, EngineResult, TokenEvent
 from .planning import batch_groups
 from .prepared import Prepared
 from .results import Chunk, Completion, Sample, ToolCallDelta
+from .scoring import afill_prompt_logprobs, fill_prompt_logprobs
 from .timing import now
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class StreamAssembler:
 def stream_items(calls: EngineCalls, assembler: StreamAssembler) -> Iterator[Chunk | Completion]:
     """One prompt's chunks and Completion: its engine requests streamed one after another."""
     assembler.start = now()
+    fill_prompt_logprobs(calls, [assembler.prepared])
     for offset, req in enumerate(assembler.prepared.requests):
         events = calls.events(lambda req=req: calls.engine.stream(req))
         try:
@@ -139,6 +141,7 @@ async def astream_items(calls: EngineCalls,
     """`stream_items` for asyncio: the engine's own `astream` where it has one, else its sync
     stream in a worker thread."""
     assembler.start = now()
+    await afill_prompt_logprobs(calls, [assembler.prepared])
     for offset, req in enumerate(assembler.prepared.requests):
         events = calls.aevents(req)
         try:
@@ -289,6 +292,7 @@ class MultiStream:
         start = now()
         for a in self._assemblers:
             a.start = start
+        fill_prompt_logprobs(self._calls, self._jobs)
         for group in self._groups():
             live = [g for g in group if g[0] not in self._done]
             if not live:

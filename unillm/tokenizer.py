@@ -40,6 +40,12 @@ class HFTokenizer:
         return len(self.hf)
 
     @property
+    def bos_token_id(self) -> int | None:
+        """The model's start token, even where encoding does not add it (GPT-2): what an empty
+        context stands for when scoring (as lm-eval's prefix token)."""
+        return self.hf.bos_token_id
+
+    @property
     def pad_token_id(self) -> int | None:
         pad = self.hf.pad_token_id
         if pad is None:

@@ -11,7 +11,8 @@ vllm_tests() {
     return 0
   fi
   UNILLM_TARGETS=vllm UNILLM_REQUIRE_ENGINES=vllm \
-    run_pytest "$ROOT/.venv-vllm/bin/python" tests/conformance tests/engines/test_vllm.py "$@" \
+    run_pytest "$ROOT/.venv-vllm/bin/python" tests/conformance tests/engines/test_vllm.py \
+      tests/scoring/test_parity.py "$@" \
     && UNILLM_REQUIRE_ENGINES=vllm \
     run_pytest "$ROOT/.venv-vllm/bin/python" tests/structured tests/core/test_sampling_numerics.py \
       -k "vllm and not vllm_server" "$@" \

@@ -146,7 +146,8 @@ def test_bad_requests_name_the_field(server):
         "param"] == "logit_bias"
     assert _error(server, {"model": MODEL, "prompt": "x", "logit_bias": {"99999": 1}})[
         "param"] == "logit_bias"
-    assert _error(server, {"model": MODEL, "prompt": "x", "echo": True})["param"] == "echo"
+    assert _error(server, {"model": MODEL, "prompt": "x", "echo": True, "stream": True})[
+        "param"] == "echo"  # echo is served whole, not streamed
     assert _error(server, {"model": MODEL, "prompt": [1, "a"]})["param"] == "prompt"
     assert _error(server, {"model": MODEL, "prompt": [99999]})["param"] == "prompt"
     assert _error(server, {"prompt": "x"})["param"] == "model"

@@ -120,10 +120,13 @@ def test_chat_template_extras_change_the_rendered_prompt(server):
     assert error["param"] == "chat_template_kwargs"
 
 
-@pytest.mark.parametrize("field,value", [("prompt_logprobs", 1),
-                                         ("skip_special_tokens", False)])
-def test_extras_the_core_cannot_honour_are_a_named_400(server, field, value):
-    error = error_of(server, "/v1/completions", {"model": MODEL, "prompt": "a", field: value})
+@pytest.mark.parametrize("field,value,route", [
+    ("prompt_logprobs", 1, "/v1/chat/completions"),  # served on /v1/completions only
+    ("skip_special_tokens", False, "/v1/completions")])
+def test_extras_the_core_cannot_honour_are_a_named_400(server, field, value, route):
+    body = {"model": MODEL, "prompt": "a", field: value} if route == "/v1/completions" else \
+        {**CHAT, field: value}
+    error = error_of(server, route, body)
     assert error["param"] == field and error["code"] == "unsupported_parameter"
 
 
@@ -154,8 +157,9 @@ def test_unknown_fields_get_a_suggestion_and_only_working_fields_are_listed(serv
     listed = error["message"].split("accepts: ")[1]
     assert "include_stop_str_in_output" in listed
     assert "logit_bias" in listed
-    for refused in ("suffix", "best_of", "prompt_logprobs", "echo"):
+    for refused in ("suffix", "best_of"):
         assert refused not in listed
+    assert "echo" in listed and "prompt_logprobs" in listed  # served (docs/scoring.md)
 
 
 def test_every_error_is_openai_shaped_404_and_405_included(server):
@@ -234,5 +238,6 @@ def test_the_openai_client_sends_vllm_extras_through_extra_body(server):
     chunks = list(out)
     assert chunks[-1].usage.completion_tokens == 4
     with pytest.raises(openai.BadRequestError) as info:  # a 400: the client does not retry
-        client.completions.create(model=MODEL, prompt="a", extra_body={"prompt_logprobs": 1})
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "a"}],
+                                       extra_body={"prompt_logprobs": 1})
     assert info.value.body["param"] == "prompt_logprobs"

@@ -10,9 +10,16 @@ as a special token, the last stream event carrying ``generated_text`` and ``deta
 
 Its ``grammar`` parameter (``{"type": "json" | "regex", "value": ...}``) is unillm's
 `structured` (JSON written compact: TGI allows an optional space between tokens, none is one
-of the texts it may return). Not implemented here (422, as TGI
-answers an invalid request): stop sequences, typical_p, frequency_penalty, watermark,
-best_of > 1, top_n_tokens. Token logprobs are null.
+of the texts it may return).
+
+With ``decoder_input_details`` (not streamed, as TGI), ``details.prefill`` holds each prompt
+token (the start token included) with its text, decoded one token at a time with special
+tokens kept, and its log-probability (null for the first), computed by the transformers
+engine's scoring of the prompt.
+
+Not implemented here (422, as TGI answers an invalid request): stop sequences, typical_p,
+frequency_penalty, watermark, best_of > 1, top_n_tokens. Generated tokens' logprobs
+are null.
 """
 
 # (no `from __future__ import annotations`: FastAPI reads the handlers' annotations at run time)
@@ -99,6 +106,15 @@ def create_app(gen: unillm.Generator, model_id: str = "standin"):
     def finish_reason(completion: unillm.Completion) -> str:
         return "length" if completion.finish_reason == "length" else "eos_token"
 
+    async def prefill(ids: list) -> list:
+        """TGI's prefill details: every prompt token, the first without a logprob."""
+        logprobs = [None]
+        if len(ids) > 1:
+            score = await gen.ascore(({"prompt_token_ids": ids[:1]}, {"prompt_token_ids": ids[1:]}))
+            logprobs += list(score.token_logprobs)
+        return [{"id": i, "text": tok.hf.decode([i], skip_special_tokens=False), "logprob": lp}
+                for i, lp in zip(ids, logprobs)]
+
     async def parse(request: Request):
         body = await request.json()
         inputs = body.get("inputs")
@@ -139,7 +155,9 @@ def create_app(gen: unillm.Generator, model_id: str = "standin"):
                 tokens.append({"id": t, "text": piece, "logprob": None, "special": special})
             body["details"] = {
                 "finish_reason": finish_reason(out), "generated_tokens": len(out.token_ids),
-                "seed": seed, "prefill": [], "tokens": tokens,
+                "seed": seed, "prefill": (await prefill(list(out.prompt_token_ids))
+                                          if raw.get("decoder_input_details") else []),
+                "tokens": tokens,
             }
         headers = {"x-prompt-tokens": str(len(out.prompt_token_ids)),
                    "x-generated-tokens": str(len(out.token_ids))}

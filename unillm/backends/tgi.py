@@ -12,6 +12,10 @@ a regex of its strings), with flexible JSON whitespace (TGI's own). Refused rath
 approximated: min_p, presence_penalty, min_tokens, ignore_eos (TGI has no
 such parameter) and frequency_penalty (TGI divides the counts by the sequence length, which is
 not OpenAI's definition).
+
+Scoring (`Generator.score`) reads the prompt's token log-probabilities from
+``decoder_input_details`` (``details.prefill``); TGI gives no alternatives for prompt tokens, so
+whether a continuation is the greedy one is unknown (`Score.is_greedy` None).
 """
 
 from __future__ import annotations
@@ -21,11 +25,21 @@ from typing import Any
 
 from pydantic import Field
 
-from ..engine import Capabilities, EngineRequest, EngineResult, EngineSequence, TokenEvent
-from ..errors import EngineError, InvalidParameterError
+from ..engine import (
+    Capabilities,
+    EngineRequest,
+    EngineResult,
+    EngineSequence,
+    ScoreRequest,
+    ScoreResult,
+    TokenEvent,
+)
+from ..errors import EngineError, InvalidParameterError, ServerError
 from ..hookspecs import hookimpl
+from ..params import SamplingParams
 from ._server_constraints import SERVER_WHITESPACE, check_compiles, for_tgi
 from .http import HTTPClient, HTTPEngine, HTTPOptions
+from .http.scoring import UNKNOWN, ContextCounts, continuation_scores
 
 PARAMS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"})
 
@@ -52,7 +66,7 @@ class TGIEngine(HTTPEngine):
     Options = TGIOptions
     capabilities = Capabilities(
         params=PARAMS | {"structured"}, batch_params="per_request", token_ids=False, chat=False,
-        stop_hook=True, concurrent=True,
+        stop_hook=True, concurrent=True, score=True,
         structured_kinds=frozenset({"json_schema", "regex", "choice"}),
         structured_whitespace=frozenset({"flexible"}),
         notes={"structured": "TGI's grammar parameter takes a JSON schema or a regex (a choice "
@@ -70,6 +84,7 @@ class TGIEngine(HTTPEngine):
                 owner="tgi engine option",
             )
         self.client = HTTPClient("tgi", options)
+        self._counts = ContextCounts()
         self.server_info: dict[str, Any] = {}
         if options.probe:
             self.server_info = self._probe("info")
@@ -174,6 +189,57 @@ class TGIEngine(HTTPEngine):
                 if event.finish_reason is not None:
                     return
         raise self._no_finish()
+
+    # -- scoring: decoder_input_details ---------------------------------------------------
+    def _prefill_body(self, text: str) -> dict[str, Any]:
+        body, _ = self._body(EngineRequest(SamplingParams(max_tokens=1, temperature=0.0),
+                                           prompt=text))
+        body["parameters"]["decoder_input_details"] = True
+        return body
+
+    @staticmethod
+    def _prefill(data: Any) -> list[dict[str, Any]]:
+        if isinstance(data, list):
+            data = data[0] if data else {}
+        return list(((data or {}).get("details") or {}).get("prefill") or ())
+
+    def _scored(self, request: ScoreRequest, count: int, data: Any) -> ScoreResult:
+        prefill = self._prefill(data)
+        tokens = continuation_scores(
+            self.name, request, count, [str(t.get("text") or "") for t in prefill],
+            [t.get("logprob") for t in prefill], None, len(prefill))
+        return ScoreResult(tokens, {"endpoint": "/generate", "decoder_input_details": True,
+                                    "max_new_tokens": 1, "context_tokens": count})
+
+    def _score_one(self, request: ScoreRequest) -> ScoreResult:
+        context = request.context or ""
+        count = self._counts.get(context)
+        if count is None:
+            try:
+                count = len(self._prefill(self.client.post_json("generate",
+                                                                self._prefill_body(context))))
+            except ServerError:
+                if context:
+                    raise
+                count = UNKNOWN  # TGI refuses empty inputs
+            self._counts.put(context, count)
+        whole = self._prefill_body(context + (request.continuation or ""))
+        return self._scored(request, count, self.client.post_json("generate", whole))
+
+    async def _ascore_one(self, request: ScoreRequest) -> ScoreResult:
+        context = request.context or ""
+        count = self._counts.get(context)
+        if count is None:
+            try:
+                count = len(self._prefill(await self.client.apost_json(
+                    "generate", self._prefill_body(context))))
+            except ServerError:
+                if context:
+                    raise
+                count = UNKNOWN
+            self._counts.put(context, count)
+        whole = self._prefill_body(context + (request.continuation or ""))
+        return self._scored(request, count, await self.client.apost_json("generate", whole))
 
     def info(self) -> dict[str, Any]:
         return {"base_url": self.client.base_url, "server_info": self.server_info}

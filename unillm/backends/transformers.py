@@ -24,6 +24,8 @@ from ..engine import (
     EngineResult,
     EngineSequence,
     Knob,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
     stream_as_batch_of_one,
 )
@@ -45,8 +47,8 @@ class TransformersEngine(Engine):
         "dtype": Knob("choice", choices=("float32", "bfloat16")),
         "threads": Knob("int", 1, max(os.cpu_count() or 1, 1), help="torch intra-op threads"),
     }
-    capabilities = Capabilities(
-        params=ALL_FIELDS - {"stop"}, batch_params="uniform", stop_hook=True
+    capabilities = Capabilities(  # scoring and prompt_logprobs: hf_scoring.py
+        params=ALL_FIELDS - {"stop"}, batch_params="uniform", stop_hook=True, score=True,
     )
 
     def __init__(self, model: str, options: TransformersOptions):
@@ -281,6 +283,9 @@ class TransformersEngine(Engine):
         rows = len(requests) * n
         matchers = self._constrain(kwargs, record, p, rows, width)
 
+        from .hf_scoring import prompt_logprobs
+
+        prompts = prompt_logprobs(self, requests)
         hook_len: dict[int, int] = {}
         criteria = StoppingCriteriaList()
         if any(r.trackers for r in requests):
@@ -327,7 +332,8 @@ class TransformersEngine(Engine):
             )
             if row % n == 0:
                 out.append(EngineResult(received=dict(record), compile_s=matchers[0].compiled
-                                        .compile_s if matchers else None))
+                                        .compile_s if matchers else None,
+                                        prompt_logprobs=prompts[row // n]))
             out[-1].samples.append(seq)
         return out
 
@@ -344,6 +350,11 @@ class TransformersEngine(Engine):
 
     def _logprobs(self, logits, row: int, tokens: list[int], top: int) -> list[TokenLogprob]:
         return token_logprobs(self.torch, logits, row, tokens, top)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        from .hf_scoring import score
+
+        return score(self, requests)
 
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:

@@ -30,6 +30,8 @@ from ..engine import (
     EngineResult,
     EngineSequence,
     Knob,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
 )
 from ..errors import (
@@ -42,6 +44,7 @@ from ..params import SamplingParams
 from ..results import TokenLogprob
 from ..timing import now
 from . import _vllm_driver as driver
+from . import _vllm_scoring as scoring
 from . import _vllm_setup as setup
 from ._vllm_options import (
     FORCED,
@@ -52,6 +55,7 @@ from ._vllm_options import (
     structured_outputs,
     token_rules,
 )
+from ._vllm_scoring import prompt_logprobs
 
 INSTALL_HINT = (
     'pip install "unillm[vllm]" (CUDA) or, on a CPU-only machine, '
@@ -77,7 +81,7 @@ class VllmEngine(Engine):
     capabilities = Capabilities(
         params=ALL_FIELDS, batch_params="per_request", concurrent=True,
         structured_whitespace=frozenset({"compact"}), notes=VLLM_NOTES,
-        limits=VLLM_LIMITS)
+        limits=VLLM_LIMITS, score=True)  # scoring: _vllm_scoring
 
     def __init__(self, model: str, options: VllmOptions):
         super().__init__(model, options)
@@ -99,6 +103,8 @@ class VllmEngine(Engine):
             engine.logger_manager = None
             model_config = engine.model_config
             self.context_length = model_config.max_model_len
+            # Scoring is a generation of one token after the scored text (_vllm_scoring).
+            self.score_context_length = self.context_length - 1
             self.tokenizer = self._tokenizer(model, options, model_config)
             from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -210,6 +216,7 @@ class VllmEngine(Engine):
             include_stop_str_in_output=False,
             ignore_eos=p.ignore_eos,
             logprobs=p.logprobs,
+            prompt_logprobs=p.prompt_logprobs,
             skip_special_tokens=True,
             # unillm decodes the ids itself; vLLM needs text only to find stop strings.
             detokenize=bool(p.stop),
@@ -281,9 +288,14 @@ class VllmEngine(Engine):
                 logprobs=self._logprobs(c, top),
             )
             for c in sorted(output.outputs, key=lambda c: c.index)
-        ], received=record, ttft=ttft)
+        ], received=record, ttft=ttft,
+            prompt_logprobs=prompt_logprobs(output, request.params.prompt_logprobs))
 
-    def _events(self, output: Any, top: int | None) -> Iterator[TokenEvent]:
+    def _events(self, output: Any, top: int | None, record: dict[str, Any],
+                prompt_top: int | None) -> Iterator[TokenEvent]:
+        prompt = prompt_logprobs(output, prompt_top)
+        if prompt is not None:  # on the first output only: the result again, with them
+            yield TokenEvent(result=EngineResult(received=record, prompt_logprobs=prompt))
         for c in output.outputs:
             yield TokenEvent(
                 index=c.index, token_ids=tuple(c.token_ids),
@@ -333,6 +345,12 @@ class VllmEngine(Engine):
         return [self._result(r, record, waiter.outputs[item[0]], start, arrival)
                 for r, item, record in zip(requests, items, records)]
 
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return scoring.score(self, requests)
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return await scoring.ascore(self, requests)
+
     # -- streaming --------------------------------------------------------------------------
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         import queue
@@ -348,7 +366,8 @@ class VllmEngine(Engine):
                 if isinstance(output, BaseException):
                     raise output
                 finished = output.finished
-                yield from self._events(output, request.params.logprobs)
+                yield from self._events(output, request.params.logprobs, record,
+                                        request.params.prompt_logprobs)
         finally:
             if not finished:  # the caller closed the stream early: stop generating
                 self.driver.abort([item[0]])
@@ -366,7 +385,8 @@ class VllmEngine(Engine):
                 if isinstance(output, BaseException):
                     raise output
                 finished = output.finished
-                for event in self._events(output, request.params.logprobs):
+                for event in self._events(output, request.params.logprobs, record,
+                                          request.params.prompt_logprobs):
                     yield event
         finally:
             if not finished:

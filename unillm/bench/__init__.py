@@ -20,6 +20,7 @@ _LAZY = {
     "run_throughput": "throughput",
     "run_serve": "serve",
     "run_tune": "tune",
+    "run_quality": "quality",
     "compare_results": "compare",
     "write_outputs": "outputs",
     "load_result": "results",

@@ -99,5 +99,50 @@ def measure_throughput(gen: Any, payload: Mapping[str, Any], progress) -> dict[s
     }
 
 
-JOBS = {"latency": measure_latency, "throughput": measure_throughput}
+# -- quality: perplexity, greedy outputs, optional lm-eval tasks ----------------------------
+def measure_quality(gen: Any, payload: Mapping[str, Any], progress) -> dict[str, Any]:
+    """The model's perplexity on `text` (a rolling score), its greedy output for each of
+    `prompts` (compared with a reference's by the parent), and, with `tasks`, lm-eval's
+    metrics on them (unillm.eval; lm-eval must be installed where the worker runs)."""
+    gen.score_rolling(payload["text"])  # a warm-up pass: the second one is timed
+    start = now()
+    rolling = gen.score_rolling(payload["text"])
+    timing = {"e2e": now() - start, "tokens": rolling.scored}
+    progress(1)
+    greedy = {"max_tokens": payload["max_tokens"], "temperature": 0.0}
+    if "ignore_eos" in gen.capabilities.params:
+        greedy["ignore_eos"] = True  # the same number of tokens to compare on every engine
+    outputs = []
+    for completion in gen.generate(list(payload["prompts"]), greedy):
+        outputs.append({"ids": list(completion.token_ids) if gen.capabilities.token_ids else None,
+                        "text": completion.text})
+    progress(1)
+    tasks = None
+    if payload.get("tasks"):
+        tasks = _lm_eval_tasks(gen, payload["tasks"], payload.get("task_limit"))
+        progress(1)
+    return {
+        "rolling": {"logprob": rolling.logprob, "scored": rolling.scored,
+                    "unscored": rolling.unscored, "windows": rolling.windows,
+                    "perplexity": rolling.perplexity,
+                    "token_logprobs": list(rolling.token_logprobs), "timing": timing},
+        "greedy": outputs, "greedy_params": greedy, "tasks": tasks,
+    }
+
+
+def _lm_eval_tasks(gen: Any, tasks: Sequence[str], limit: int | None) -> dict[str, Any]:
+    import lm_eval
+
+    from .. import eval as ueval
+
+    ueval.register()
+    result = lm_eval.simple_evaluate(model=ueval.UnillmLM(generator=gen, batch_size=16),
+                                     tasks=list(tasks), task_manager=ueval.task_manager(),
+                                     limit=limit)
+    return {task: {k: v for k, v in figures.items() if "," in k and "stderr" not in k}
+            for task, figures in result["results"].items()}
+
+
+JOBS = {"latency": measure_latency, "throughput": measure_throughput,
+        "quality": measure_quality}
 """The measurement jobs a worker runs, by the name a `Round` gives."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plots as _plots
-from . import tune_outputs
+from . import quality_outputs, tune_outputs
 from .results import request_rows, summary_rows, write_csv, write_json
 
 Rows = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
@@ -26,6 +26,7 @@ WRITERS: dict[str, tuple[Rows, Rows | None, Plot]] = {
     "throughput": (summary_rows, request_rows, _plots.plot_throughput),
     "serve": (summary_rows, request_rows, _plots.plot_serve),
     "tune": (tune_outputs.tune_rows, None, tune_outputs.plot_tune),
+    "quality": (quality_outputs.quality_rows, request_rows, quality_outputs.plot_quality),
 }
 """kind -> (summary CSV rows, per-request CSV rows or None, plots)."""
 

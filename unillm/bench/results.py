@@ -11,7 +11,8 @@ cases beyond the name of a point's x value:
     point  = {batch_size | concurrency (+ rate), requests, expected_output_tokens, mismatches,
               metrics: {ttft, tpot, e2e, itl, tokens_per_s, prompt_tokens, output_tokens},
               run: {wall, output_throughput, request_throughput, total_throughput, ...},
-              records: [per-request figures]}
+              records: [per-request figures],
+              quality: {perplexity, perplexity_gap, agreement, ...}  (kind quality only)}
 
 Times are seconds, memory bytes, throughputs per second; metric summaries are the core's
 `Summary` (count, mean, std, min, max, median, p90, p95, p99).
@@ -32,7 +33,7 @@ from typing import Any
 from ..timing import Stats, Timing
 
 SCHEMA = "unillm.bench/1"
-KINDS = ("latency", "throughput", "serve", "tune")
+KINDS = ("latency", "throughput", "serve", "tune", "quality")
 X_KEYS = ("batch_size", "concurrency")
 """The key that names a point within a run, per kind: batch size (latency, throughput) or
 client concurrency (serve)."""

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import UnillmError, WorkerError
-from .jobs import measure_latency, measure_throughput
+from .jobs import measure_latency, measure_quality, measure_throughput
 
 Progress = Callable[[int], None]
 
@@ -60,6 +60,9 @@ measurements themselves are in `jobs`, below every kind of bench)."""
 
     def throughput(self, payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
         return measure_throughput(self._gen(), payload, progress)
+
+    def quality(self, payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        return measure_quality(self._gen(), payload, progress)
 
     def memory(self, payload: dict[str, Any], progress: Progress) -> dict[str, Any]:
         from ..timing import peak_memory

@@ -162,11 +162,13 @@ def demo(
 
 
 def _register_tool_commands() -> None:
-    """Subcommands of the tools built on the core (serve, bench, tune), when present."""
+    """Subcommands of the tools built on the core (serve, bench, tune, eval, recommend), when
+    present."""
     import importlib
 
     for module, name in (("unillm.cli.serve", "serve"), ("unillm.cli.bench", "bench"),
-                         ("unillm.cli.tune", "tune")):
+                         ("unillm.cli.tune", "tune"), ("unillm.cli.eval", "eval"),
+                         ("unillm.cli.recommend", "recommend")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -106,8 +106,10 @@ class ReplicatedEngine(Engine):
         # The driver's Generator may call concurrently (each replica serialises its own
         # engine), and hands over a whole call at once (per_request): it is balanced over the
         # replicas as one, and each replica groups its share by parameters as its engine needs.
-        self.capabilities = replace(desc.capabilities, concurrent=True,
-                                    batch_params="per_request")
+        self.capabilities = replace(
+            desc.capabilities, concurrent=True, batch_params="per_request", score=False,
+            score_refusal="scoring does not go through Ray replicas yet (load the engine "
+            "without replicas=)")
         self.context_length = desc.context_length
         self.nodes = [d.node for d in descriptions]
         self.balancer = Balancer(settings.replicas)

@@ -26,6 +26,7 @@ from ..generator import Generator
 from ..results import Chunk, Completion
 from .config import ServeConfig
 from .errors import APIError, bad_request, method_not_allowed, not_found
+from . import echo
 from .info_routes import add_info_routes
 from .mapping import Mapped, chat_params, completion_params
 from .metrics import CONTENT_TYPE
@@ -219,6 +220,9 @@ def create_app(gen: Generator, config: ServeConfig, *, owns_generator: bool = Fa
             body = completion_response(rid, created, model, results, n, want_lp, server.text)
             if mapped.include_stop_str:
                 _append_stop_strings(body["choices"], results, n, "text")
+            if mapped.echo or mapped.prompt_logprobs:
+                echo.apply(body, results, mapped, server.text,
+                           getattr(gen.tokenizer, "decode", None))
             return JSONResponse(body)
         opts = req.stream_options
         include_usage = bool(opts and opts.include_usage)

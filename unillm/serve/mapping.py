@@ -4,9 +4,11 @@ the same call through the library means.
 The differences from OpenAI's spelling are written here once: `max_completion_tokens` is
 `max_tokens`; chat's `logprobs: true` + `top_logprobs: k` is `logprobs=k`; vLLM's `top_k` of
 -1 or 0 means off, which is unillm's None; OpenAI's `logit_bias` (token ids as strings) is
-`logit_bias`. Sampling fields the request cannot express in
-unillm (echo, suffix, best_of, prompt_logprobs, skip_special_tokens=false)
-are a 400 naming the field, never dropped. OpenAI's `response_format` and vLLM's
+`logit_bias`; a completion's `echo` with `logprobs: k` asks for
+`prompt_logprobs=k` (as vLLM's server does), and `echo` with `max_tokens: 0` returns the prompt
+alone (one token is generated and dropped, as vLLM does). Sampling fields the request cannot
+express in unillm (suffix, best_of, skip_special_tokens=false, echo in a
+stream, prompt_logprobs on chat) are a 400 naming the field, never dropped. OpenAI's `response_format` and vLLM's
 `structured_outputs` both become `SamplingParams.structured` (docs/structured.md). A completion without
 max_tokens generates 16 tokens, OpenAI's and vLLM's default (chat: up to the context, as
 theirs); vLLM's output extras are carried in `Mapped` for the response to apply.
@@ -35,24 +37,34 @@ class Mapped:
     max_tokens_sent: bool = False  # False: the server's cap, lowered to fit the context
     include_stop_str: bool = False  # vLLM's include_stop_str_in_output
     add_special_tokens: bool | None = None  # None: the endpoint's default
+    echo: bool = False  # the prompt (and its logprobs) goes before each choice's text
+    echo_only: bool = False  # echo with max_tokens 0: the prompt alone
+    prompt_logprobs: bool = False  # vLLM's prompt_logprobs field in each choice
 
 
 def completion_params(req: CompletionRequest, config: ServeConfig) -> Mapped:
-    if req.echo:  # null and false both mean no echo
-        raise bad_request("echo is not supported: the response holds the completion only",
-                          "echo")
+    echo = bool(req.echo)  # null and false both mean no echo
+    if echo and req.stream:
+        raise bad_request("echo is not supported with stream=true; send stream=false",
+                          "echo", "unsupported_parameter")
     if req.suffix is not None:
         raise bad_request("suffix (insertion) is not supported", "suffix")
     if req.best_of is not None and req.best_of != (req.n if req.n is not None else 1):
         raise bad_request("best_of is not supported (it must be unset or equal to n)",
                           "best_of")
-    values, names = _common(req)
+    values, names = _common(req, prompt_logprobs=True)
     if req.logprobs is not None:
         values["logprobs"] = req.logprobs
+        if echo and "prompt_logprobs" not in values:
+            values["prompt_logprobs"] = req.logprobs  # vLLM: echo scores the prompt
+            names["prompt_logprobs"] = "logprobs"
     max_tokens = req.max_tokens if req.max_tokens is not None else min(
         config.completion_max_tokens, config.max_tokens_cap)
-    mapped = _build(req, values, names, "max_tokens", max_tokens, config)
+    echo_only = echo and max_tokens == 0 and not isinstance(max_tokens, bool)
+    mapped = _build(req, values, names, "max_tokens", 1 if echo_only else max_tokens, config)
     mapped.max_tokens_sent = req.max_tokens is not None
+    mapped.echo, mapped.echo_only = echo, echo_only
+    mapped.prompt_logprobs = req.prompt_logprobs is not None
     return mapped
 
 
@@ -77,12 +89,13 @@ def _refuse(value: Any, name: str, message: str) -> None:
         raise bad_request(message, name, "unsupported_parameter")
 
 
-def _common(req: CompletionRequest | ChatRequest) -> tuple[dict[str, Any], dict[str, str]]:
+def _common(req: CompletionRequest | ChatRequest,
+            prompt_logprobs: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
     if req.stream_options is not None and not req.stream:
         raise bad_request("stream_options is only allowed with stream=true", "stream_options")
-    if req.prompt_logprobs is not None:
-        raise bad_request("prompt_logprobs (scoring the prompt) is not supported by this "
-                          "server; leave it unset", "prompt_logprobs", "unsupported_parameter")
+    if req.prompt_logprobs is not None and (not prompt_logprobs or req.stream):
+        raise bad_request("prompt_logprobs is supported on /v1/completions without stream; "
+                          "leave it unset", "prompt_logprobs", "unsupported_parameter")
     if req.skip_special_tokens is False:
         raise bad_request("skip_special_tokens=false is not supported: unillm's detokenizer "
                           "always skips special tokens (true, the default)",
@@ -90,6 +103,8 @@ def _common(req: CompletionRequest | ChatRequest) -> tuple[dict[str, Any], dict[
     # spaces_between_special_tokens only changes how special tokens are joined, and they are
     # always skipped: either value is honoured as vLLM would with skip_special_tokens=true.
     values = {name: getattr(req, name) for name in _COMMON if getattr(req, name) is not None}
+    if req.prompt_logprobs is not None:
+        values["prompt_logprobs"] = req.prompt_logprobs
     if values.get("top_k") in (-1, 0) and not isinstance(values.get("top_k"), bool):
         values["top_k"] = None  # vLLM's server spells "off" as -1 (or 0)
     names: dict[str, str] = {}

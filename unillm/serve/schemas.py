@@ -22,7 +22,7 @@ VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos
                "stop_token_ids", "allowed_token_ids", "bad_words")
 """Sampling fields vLLM's OpenAI server accepts beyond OpenAI's own (sent via extra_body)."""
 
-REFUSED = frozenset({"suffix", "best_of", "echo", "prompt_logprobs"})
+REFUSED = frozenset({"suffix", "best_of"})
 """Fields the schema has so that their refusal names them (a 400 saying why), and that
 are therefore not listed as accepted in the unknown-field error."""
 
@@ -97,7 +97,7 @@ class _Sampling(_Strict):
     skip_special_tokens: StrictBool | None = None
     spaces_between_special_tokens: StrictBool | None = None
     add_special_tokens: StrictBool | None = None
-    prompt_logprobs: Any = None  # refused: scoring is not served yet
+    prompt_logprobs: Any = None  # vLLM's: /v1/completions only (chat: refused)
     # accepted and ignored (IGNORED)
     user: Any = None
     metadata: Any = None

@@ -29,9 +29,12 @@ from ..engine import (
     EngineRequest,
     EngineResult,
     EngineSequence,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
     stream_as_batch_of_one,
 )
+from ..results import TokenScore
 from ..hookspecs import hookimpl
 from ..timing import now
 
@@ -83,13 +86,13 @@ class FakeOptions(EngineOptions):
 
 class FakeEngine(Engine):
     """The pure-Python engine. Native: max_tokens, temperature, top_k, seed, ignore_eos,
-    stop_token_ids (everything else is emulated by the core or refused)."""
+    stop_token_ids, scoring (everything else is emulated by the core or refused)."""
 
     Options = FakeOptions
     capabilities = Capabilities(
         params=frozenset({"max_tokens", "temperature", "top_k", "seed", "ignore_eos",
                           "stop_token_ids", "structured"}),
-        batch_params="per_request", stop_hook=True,
+        batch_params="per_request", stop_hook=True, score=True,
     )
 
     def __init__(self, model: str = "fake", options: FakeOptions | None = None):
@@ -142,6 +145,32 @@ class FakeEngine(Engine):
             yield token, "length" if count == p.max_tokens else None
             if request.aborted or request.should_stop(index, (token,)):
                 return
+
+    def _logprobs(self, context: Sequence[int]) -> list[float]:
+        """The model's next-token log-probabilities: log-softmax of `_scores`."""
+        scores = self._scores(context)
+        top = max(scores)
+        log_sum = top + math.log(sum(math.exp(v - top) for v in scores if v > -math.inf))
+        return [v - log_sum for v in scores]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        out = []
+        for request in requests:
+            context = list(request.context_ids)
+            tokens = []
+            for token in request.continuation_ids:
+                lps = self._logprobs(context)
+                best = max(range(VOCAB), key=lambda i: (lps[i], -i))  # `_pick`'s greedy choice
+                top = {}
+                if request.top:
+                    order = sorted(range(VOCAB), key=lambda i: (-lps[i], i))[:request.top]
+                    top = {i: lps[i] for i in order}
+                tokens.append(TokenScore(lps[token], token, greedy=token == best if
+                                         request.top is not None else None,
+                                         rank=1 + sum(v > lps[token] for v in lps), top=top))
+                context.append(token)
+            out.append(ScoreResult(tokens, received={"top": request.top}))
+        return out
 
     def _received(self, request: EngineRequest) -> dict[str, Any]:
         p = request.params

@@ -49,6 +49,8 @@ from ...engine import (
     EngineResult,
     EngineSequence,
     Knob,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
     stream_as_batch_of_one,
 )
@@ -153,7 +155,8 @@ class CTranslate2Engine(Engine):
     capabilities = Capabilities(
         params=SUPPORTED, batch_params="uniform", stop_hook=True,
         structured_kinds=frozenset({"choice"}),
-        not_with_structured=frozenset({"repetition_penalty"}), notes=NOTES)
+        not_with_structured=frozenset({"repetition_penalty"}), notes=NOTES,
+        score=True)  # score_batch / forward_batch: scoring.py
 
     def __init__(self, model: str, options: CTranslate2Options):
         super().__init__(model, options)
@@ -394,6 +397,11 @@ class CTranslate2Engine(Engine):
                         token_times=rows.times[b] or None,
                     )
         return [results[id(r)] for r in requests]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        from .scoring import score
+
+        return score(self, requests)
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         return stream_as_batch_of_one(self, request)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ...engine import Engine, EngineRequest, EngineResult, Knob, TokenEvent
+from ...engine import Engine, EngineRequest, EngineResult, Knob, ScoreRequest, ScoreResult, TokenEvent
 from .client import HTTPClient
 from .concurrency import arun_bounded, run_bounded, stream_concurrently
 from .stops import acollect, collect
@@ -31,7 +31,9 @@ class HTTPEngine(Engine):
       samples), at the latest the last. A stream that ends before the server said why it
       stopped must raise `EngineError` (the text so far is not a result).
 
-    `generate`, `agenerate` and `stream_batch` are built from those here.
+    `generate`, `agenerate` and `stream_batch` are built from those here; where the server
+    can score text (`capabilities.score`), `_score_one` / `_ascore_one` score one
+    `ScoreRequest` and `score` / `ascore` fan them out the same way.
     """
 
     local = False
@@ -73,6 +75,20 @@ class HTTPEngine(Engine):
         if request.trackers:
             return await acollect(request, self.astream(request))
         return await self._acomplete(request)
+
+    def _score_one(self, request: ScoreRequest) -> ScoreResult:
+        """One scoring request (an engine with `capabilities.score` implements it)."""
+        raise NotImplementedError
+
+    async def _ascore_one(self, request: ScoreRequest) -> ScoreResult:
+        """The asyncio counterpart of `_score_one`."""
+        raise NotImplementedError
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return run_bounded(self._score_one, list(requests), self.options.max_concurrency)
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return await arun_bounded(self._ascore_one, list(requests), self.options.max_concurrency)
 
     def close(self) -> None:
         self.client.close()

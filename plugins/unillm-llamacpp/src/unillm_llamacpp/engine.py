@@ -38,6 +38,8 @@ from unillm import (
     InvalidPromptError,
     Knob,
     PartialBatchFailure,
+    ScoreRequest,
+    ScoreResult,
     TokenEvent,
     TokenLogprob,
 )
@@ -118,6 +120,7 @@ class LlamaCppEngine(Engine):
         }),
         batch_params="per_request",
         stop_hook=True,
+        score=True,  # every position's logits of the prompt batch: scoring.py
     )
 
     def __init__(self, model: str, options: LlamaCppOptions):
@@ -350,6 +353,11 @@ class LlamaCppEngine(Engine):
             logprobs=logprobs if request.params.logprobs is not None else None,
             mask_s=step.mask_s if step is not None else None,
         )], received=received, compile_s=step.compile_s if step is not None else None)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        from .scoring import score
+
+        return score(self, requests)
 
     def stream(self, request: EngineRequest) -> Iterator[TokenEvent]:
         # Closing this generator closes `steps` at once: generation stops, the chain is freed.
