@@ -21,6 +21,7 @@ from .engine import (
     EngineResult,
     EngineSequence,
     Knob,
+    RunningBatch,
     TokenEvent,
 )
 from .errors import (
@@ -96,6 +97,7 @@ __all__ = [
     "Prepared",
     "QuantizationConfig",
     "RunTiming",
+    "RunningBatch",
     "Sample",
     "SaveNotSupportedError",
     "SamplingParams",
