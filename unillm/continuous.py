@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .engine import EngineRequest, RunningBatch, TokenEvent
+from .engine import EngineRequest, RunningBatch, StepSink, TokenEvent
 from .prepared import Prepared
 from .results import Chunk, Completion
 from .streams import MultiStream, StreamAssembler
@@ -54,8 +54,11 @@ class BatchSession:
         self.running = running
         self._dispatch = dispatch
         self._members: dict[EngineRequest, tuple[Member, int]] = {}
+        # One object for every request of this session: engines group a step's events by
+        # sink (a bound method is a new object at each attribute access).
+        self.sink: StepSink = self._from_engine
 
-    def sink(self, events: list[tuple[EngineRequest, TokenEvent | BaseException]]) -> None:
+    def _from_engine(self, events: list[tuple[EngineRequest, TokenEvent | BaseException]]) -> None:
         """The `StepSink` the engine calls, from its thread, once per step."""
         self._dispatch(self._on_step, events)
 

@@ -258,3 +258,27 @@ def test_llamacpp_clients_share_one_decode_batch_and_get_their_greedy_output(tin
         assert json.dumps(results)  # plain data
     finally:
         gen.close()
+
+
+def test_vllm_engine_serves_through_its_running_batch_with_a_stand_in_for_vllms_engine(
+        tiny_llama):
+    """`auto` picks the running batch for unillm's vLLM engine too (its steps handed to the
+    loop whole, instead of one hand-over per request per token). vLLM itself needs AVX-512
+    here, so unillm's vLLM engine runs over tests/servers/vllm_standin.py's stand-in."""
+    from ..servers.vllm_standin import standin_engine
+
+    gen = unillm.Generator(standin_engine(tiny_llama, 0.002, 256), engine_name="vllm",
+                           model=tiny_llama)
+    try:
+        texts = prompts(24)
+        expected = gen.generate(texts, SP(max_tokens=TOKENS, temperature=0.0))
+        with running_server(gen) as server:
+            assert isinstance(server.app.state.server.scheduler, ContinuousScheduler)
+            results = asyncio.run(_many_streams(f"{server.v1}/completions", [
+                {"model": MODEL, "prompt": t, "max_tokens": TOKENS, "temperature": 0}
+                for t in texts]))
+            assert _wait_for_metric(server.url, "unillm_running_batch_requests", 0) == 0
+        assert [r["text"][0] for r in results] == [e.text for e in expected]
+        assert all(r["done"] for r in results)
+    finally:
+        gen.close()

@@ -91,6 +91,37 @@ def test_greedy_tokens_equal_the_static_path_whatever_the_batch_holds(gen):
     assert len(got[2].token_ids) == 50
 
 
+def _counting_sinks(running) -> tuple[list[int], object]:
+    """Wrap `running.add` so that each sink call's event count is recorded (one wrapper per
+    sink, as the engine groups a step's events by sink); returns (counts, the original)."""
+    counts: list[int] = []
+    original = running.add
+    wrapped: dict[int, object] = {}
+
+    def counting_add(request, sink):
+        def counted(events):
+            counts.append(len(events))
+            sink(events)
+        original(request, wrapped.setdefault(id(sink), counted))
+
+    running.add = counting_add
+    return counts, original
+
+
+def test_a_step_is_handed_over_whole(gen):
+    """All the prompts' events of one step reach the consumer in one call (one wake-up of a
+    server's event loop per step, not one per request)."""
+    running = gen.running_batch()
+    counts, original = _counting_sinks(running)
+    try:
+        _, got = _stream_many(gen, PROMPTS[:3], SP(max_tokens=8, temperature=0.0,
+                                                   ignore_eos=True))
+    finally:
+        running.add = original
+    assert all(len(c.token_ids) == 8 for c in got)
+    assert max(counts) == 3 and sum(counts) >= 3 * 8
+
+
 def test_more_prompts_than_the_batch_runs_at_once_wait_for_a_slot(llamacpp):
     """parallel=3 sequences, 8 prompts: the others join as sequences free up."""
     params = SP(max_tokens=12, temperature=0.0, ignore_eos=True)
@@ -226,3 +257,47 @@ def test_static_calls_while_the_running_batch_runs_keep_their_results(gen):
     assert batched, "nothing ran through the running batch"
     assert all(s == alone for s in static)
     assert all(b == alone for b in batched)
+
+
+def test_vllm_engine_running_batch_with_a_stand_in_for_vllms_engine(tiny_llama):
+    """unillm's vLLM engine code (VllmEngine, its driver, its running batch) over a stand-in
+    for vLLM's `LLMEngine` (tests/servers/vllm_standin.py): vLLM's kernels need AVX-512, and
+    tests/engines/test_vllm.py runs the real one where they can. stream_many goes through the
+    running batch, whole steps at once, with the tokens the engine produced; a cancelled prompt
+    is aborted in the engine while the others go on."""
+    from ..servers.vllm_standin import standin_engine
+
+    engine = standin_engine(tiny_llama, 0.001, 256)
+    gen = unillm.Generator(engine, engine_name="vllm", model=tiny_llama)
+    try:
+        assert gen.running_batch() is not None
+        params = SP(max_tokens=12, temperature=0.0)
+        expected = gen.generate(PROMPTS, params)
+        running = gen.running_batch()
+        sinks, original = _counting_sinks(running)
+        try:
+            texts, got = _stream_many(gen, PROMPTS, params)
+        finally:
+            running.add = original
+        assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+        assert all(len(c.token_ids) == 12 for c in got)
+        assert [texts.get(i, "") for i in range(len(PROMPTS))] == [c.text for c in got]
+        assert got[0].engine_params["output_kind"] == "DELTA"
+        assert max(sinks) > 1, "events were not handed over a step at a time"
+
+        long = SP(max_tokens=400, temperature=0.0)
+        seen: dict[int, int] = {}
+        done = {}
+        with gen.stream_many(PROMPTS[:3], [long, params, params]) as multi:
+            for index, item in multi:
+                if isinstance(item, unillm.Completion):
+                    done[index] = item
+                    continue
+                seen[index] = seen.get(index, 0) + 1
+                if index == 0 and seen[0] == 3:
+                    multi.cancel(0)
+        assert done[0].finish_reason == "abort" and len(done[0].token_ids) < 400
+        assert [done[1].token_ids, done[2].token_ids] == [c.token_ids for c in expected[1:3]]
+        assert not engine.driver.engine.requests, "the cancelled request still runs"
+    finally:
+        gen.close()

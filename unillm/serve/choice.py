@@ -1,9 +1,9 @@
 """Which scheduler serves an engine (`ServeConfig.scheduling`), in one place.
 
-``auto``: engines that schedule concurrent requests themselves (`concurrent` with a native
-`astream`: vLLM, HTTP engines) get `DirectScheduler`; engines with a running batch
-(`Engine.running_batch`: transformers, llama.cpp) get `ContinuousScheduler`; the others
-(CTranslate2) get `MicroBatcher`.
+``auto``: engines with a running batch (`Engine.running_batch`: transformers, llama.cpp,
+vLLM) get `ContinuousScheduler`, which hands each engine step to the event loop whole; engines
+that schedule concurrent requests themselves without one (`concurrent` with a native
+`astream`: HTTP engines) get `DirectScheduler`; the others (CTranslate2) get `MicroBatcher`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from .scheduler import DirectScheduler, MicroBatcher, Scheduler
 def make_scheduler(gen: Generator, config: ServeConfig, metrics: ServeMetrics) -> Scheduler:
     mode = config.scheduling
     if mode == "auto":
-        if gen.capabilities.concurrent and gen._native("astream"):
+        if gen.running_batch() is not None:
+            mode = "continuous"
+        elif gen.capabilities.concurrent and gen._native("astream"):
             mode = "direct"
         else:
-            mode = "continuous" if gen.running_batch() is not None else "batch"
+            mode = "batch"
     if mode == "continuous":
         return ContinuousScheduler(gen, config, metrics)
     if mode == "direct":
