@@ -16,12 +16,20 @@ A benchmark tool, not a test of vLLM: the figures say nothing about vLLM's speed
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+STANDIN = Path(__file__).resolve().parents[1] / "tests" / "servers" / "vllm_standin.py"
 
-from tests.servers.vllm_standin import standin_engine  # noqa: E402
+
+def _standin():
+    """tests/servers/vllm_standin.py, loaded by path: putting this checkout on sys.path would
+    also put its unillm first, and the server must run the unillm of PYTHONPATH (a "before"
+    tree, say)."""
+    spec = importlib.util.spec_from_file_location("vllm_standin", STANDIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -39,7 +47,7 @@ def main() -> None:
     import unillm
     from unillm.serve import ServeConfig, create_app
 
-    engine = standin_engine(args.model, args.step_ms / 1000.0, args.max_num_seqs)
+    engine = _standin().standin_engine(args.model, args.step_ms / 1000.0, args.max_num_seqs)
     gen = unillm.Generator(engine, engine_name="vllm", model=args.model)
     app = create_app(gen, ServeConfig(served_model_name=args.served_model_name,
                                       scheduling=args.scheduling), owns_generator=True)
