@@ -128,9 +128,11 @@ class BatchSession:
                 member.deliver(self.calls.wrap(event))
                 continue
             assembler = member.assembler
+            ended = False  # a sample of this request ended (its chunk names why)
             for chunk in assembler.on_event(event, offset):
                 member.deliver(chunk)
-            if assembler.request_done(offset, request):
+                ended = ended or chunk.finish_reason is not None
+            if ended and assembler.request_done(offset, request):
                 # Done here (eos, length, or a stop string the core matched): free the slot.
                 if self._members.pop(request, None) is not None and event.finish_reason is None:
                     self.running.cancel(request)
