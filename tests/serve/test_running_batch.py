@@ -91,6 +91,19 @@ def test_greedy_tokens_equal_the_static_path_whatever_the_batch_holds(gen):
     assert len(got[2].token_ids) == 50
 
 
+def test_a_prompt_longer_than_one_step_is_read_over_several(gen):
+    """~1,000 prompt tokens: more than one step takes (512), so the prompt is read over several
+    steps while the other prompts decode; still the static path's tokens."""
+    long = "def f(x):\n    return x * 2\n" * 90
+    assert len(gen.tokenizer.encode(long)) > 600
+    prompts = [long, PROMPTS[0], long[:900]]
+    params = SP(max_tokens=20, temperature=0.0, ignore_eos=True)
+    expected = gen.generate(prompts, params)
+    _, got = _stream_many(gen, prompts, params)
+    assert all(_ran_in_the_running_batch(c, gen.engine_name) for c in got)
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+
+
 def _counting_sinks(running) -> tuple[list[int], object]:
     """Wrap `running.add` so that each sink call's event count is recorded (one wrapper per
     sink, as the engine groups a step's events by sink); returns (counts, the original)."""

@@ -212,7 +212,10 @@ class _Manager:
         with self._lock:
             self._routes[rid] = _Route(None, lambda _events: done.set(), {})
         self._submit([engine.pad_token_id], rid, 2, False, [], self._warpers_of(None))
-        done.wait(timeout=60)
+        if not done.wait(timeout=120) or not self.manager.is_running():
+            self.close()
+            raise RuntimeError("transformers' continuous-batching manager did not answer its "
+                               "warm-up request (its loop stopped or hung)")
 
     def _submit(self, prompt: list[int], rid: str, max_new_tokens: int, streaming: bool,
                 terminators: list[int], warpers: dict[str, Any]) -> None:
@@ -328,7 +331,9 @@ class _Manager:
             self._routes.clear()
             self._by_request.clear()
         for route in routes:
-            if route.request is not None:
+            if route.request is None:  # the warm-up: wake whoever waits for it
+                route.sink([])
+            else:
                 self.batch._forget(route.request)
                 route.sink([(route.request, error)])
 
