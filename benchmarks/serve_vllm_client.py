@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -257,6 +258,8 @@ def main() -> None:
     ap.add_argument("--out", help="write the results here (JSON)")
     args = ap.parse_args()
     args.phases = [p for p in args.phases.split(",") if p]
+    # SIGTERM runs the clean-up below too: the servers live in their own sessions.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     from unillm.testing import resolve_model
 
     model_dir = resolve_model(args.model) if args.model.startswith("test:") else args.model

@@ -10,8 +10,8 @@ What that path can vary per request, and so what this batch accepts (`refusal`):
 `max_tokens`, the terminators (eos unless `ignore_eos`, `stop_token_ids`) and, when sampling,
 `temperature`, `top_k` and `top_p` (transformers' per-request warpers,
 `cb_logits_processors.py`). Greedy and sampling are two managers (the choice between argmax and
-a draw is the manager's, not the request's), each with its own cache. Not
-honoured per request there, so refused (those requests take the engine's static batches):
+a draw is the manager's, not the request's), each with its own cache. Not honoured per
+request there, so refused (those requests take the engine's static batches):
 `n` > 1, `seed` when sampling (a seeded sample must not depend on its batch-mates),
 `min_tokens` (unless nothing could stop the sample early), `min_p`, the three penalties,
 `logprobs`, `structured`, and a prompt + `max_tokens` larger than the cache.
@@ -22,7 +22,7 @@ static call's greedy tokens, so the two never overlap (the manager's `pause()` i
 way to lend its model to another thread; it keeps the running requests and their cache).
 
 Exactness: the manager computes logits in float32 and takes the argmax (greedy) as `generate`
-does; tests/serve/test_continuous.py checks greedy tokens equal the static path's.
+does; tests/serve/test_running_batch.py checks greedy tokens equal the static path's.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ PAGE_TOKENS = 32
 STEP_TOKENS = 512
 """Most tokens one step processes (prompt chunks and one token per decoding request): longer
 prompts are prefilled over several steps, so decoding requests keep their pace."""
-
-VARIED_WHEN_SAMPLING = ("temperature", "top_k", "top_p")
 
 
 @contextlib.contextmanager
