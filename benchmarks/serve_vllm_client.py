@@ -60,6 +60,9 @@ class Server:
         self.name, self.kind, self.args, self.model_dir = name, kind, args, model_dir
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        # `python -m unillm.cli` puts its working directory first on sys.path: run each server
+        # from the source tree it must import (this checkout unless @TREE says another).
+        self.cwd = ROOT
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"serve-{name}-", suffix=".log",
                                                delete=False)
 
@@ -72,9 +75,9 @@ class Server:
         if self.kind.startswith("unillm"):
             head, engine = self.kind.split(":", 1)
             if "@" in head:  # another source tree (e.g. the code before a change)
-                tree = Path(head.split("@", 1)[1]).resolve()
+                self.cwd = Path(head.split("@", 1)[1]).resolve()
                 env["PYTHONPATH"] = os.pathsep.join(
-                    [str(tree), str(tree / "plugins" / "unillm-llamacpp" / "src")])
+                    [str(self.cwd), str(self.cwd / "plugins" / "unillm-llamacpp" / "src")])
             cmd = [sys.executable, "-m", "unillm.cli", "serve", "--engine", engine,
                    "--model", self.model_dir, "--served-model-name", "bench",
                    "--port", str(self.port), "--log-level", "warning", *a.serve_arg]
@@ -115,9 +118,11 @@ class Server:
 
     def start(self) -> None:
         cmd, env = self.command()
+        self.started_as = {"command": cmd, "cwd": str(self.cwd),
+                           "pythonpath": env.get("PYTHONPATH")}
         print(f"[{self.name}] {' '.join(cmd)}", file=sys.stderr)
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.cwd)
 
     def wait(self) -> None:
         assert self.proc is not None
@@ -269,6 +274,7 @@ def main() -> None:
     try:
         for s in servers:
             s.start()
+        report["servers"] = {s.name: {"kind": s.kind, **s.started_as} for s in servers}
         for s in servers:
             s.wait()
         report["rounds"] = [run_phases(servers, args, flip=k % 2 == 1)
