@@ -151,7 +151,7 @@ def bench(server: Server, args: argparse.Namespace, *, requests: int,
                "--random-output-len", str(args.output_len), "--ignore-eos",
                "--num-prompts", str(requests), "--seed", str(args.seed),
                "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
-               "--disable-tqdm", "--save-result", "--result-dir", out,
+               "--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", out,
                "--result-filename", "result.json"]
         if concurrency is not None:
             cmd += ["--max-concurrency", str(concurrency)]
@@ -167,6 +167,9 @@ def bench(server: Server, args: argparse.Namespace, *, requests: int,
             "total_token_throughput", "median_ttft_ms", "p90_ttft_ms", "p99_ttft_ms",
             "mean_ttft_ms", "median_tpot_ms", "median_itl_ms", "p99_itl_ms", "median_e2el_ms")
     summary = {k: result.get(k) for k in keep}
+    errors = [e for e in result.get("errors") or () if e]
+    if errors:  # why requests failed (the first few distinct reasons)
+        summary["errors"] = list(dict.fromkeys(str(e)[:300] for e in errors))[:3]
     summary.update(requests=requests, concurrency=concurrency, request_rate=rate,
                    burstiness=args.burstiness if rate is not None else None,
                    wall_s=round(time.monotonic() - started, 1),
