@@ -276,8 +276,10 @@ def plot_serve_load(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
             continue
         for ax in axes:
             ax.axvline(sat, color=colours[r["label"]], linestyle="--", alpha=0.6)
+        right = sat > 0.7 * top  # near the right edge: write to the left of the line
         served.annotate(f"{_name(r)} saturates\nat {sat:g} req/s", (sat, 0),
-                        xytext=(4, 8), textcoords="offset points", fontsize=8,
+                        xytext=(-4 if right else 4, 8), textcoords="offset points",
+                        fontsize=8, ha="right" if right else "left",
                         color=colours[r["label"]])
     for ax in axes:
         ax.set_xlabel("offered load (requests/s)")
