@@ -78,7 +78,7 @@ def start_server(args: argparse.Namespace, model: str, port: int) -> subprocess.
            "--served-model-name", "bench", "--port", str(port), "--log-level", "warning",
            "--max-batch-size", str(args.max_batch_size), "--max-queue", str(args.clients * 2),
            "--batch-wait-ms", str(args.batch_wait_ms),
-           "--max-batch-wait-ms", str(args.max_batch_wait_ms)]
+           "--max-batch-wait-ms", str(args.max_batch_wait_ms), "--scheduling", args.scheduling]
     for option in args.engine_option:
         cmd += ["--engine-option", option]
     env = {**os.environ}
@@ -179,6 +179,8 @@ def main() -> int:
     ap.add_argument("--max-batch-size", type=int, default=64)
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
     ap.add_argument("--max-batch-wait-ms", type=float, default=500.0)
+    ap.add_argument("--scheduling", default="auto",
+                    help="unillm serve --scheduling (auto: the engine's running batch if it has one)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="serve_load.json")
     args = ap.parse_args()
@@ -235,11 +237,13 @@ def main() -> int:
     ratio_run = min(served_runs, key=lambda r: abs(r["output_tokens_per_s"]
                                                    - statistics.median(served_tps)))
     batches = [line for line in metrics_text.splitlines()
-               if line.startswith(("unillm_batch_size_count", "unillm_batch_size_sum"))]
+               if line.startswith(("unillm_batch_size_count", "unillm_batch_size_sum",
+                                   "unillm_static_path_requests_total"))]
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "engine": args.engine, "model": args.model, "engine_options": args.engine_option,
         "max_tokens": args.max_tokens, "max_batch_size": args.max_batch_size,
+        "scheduling": args.scheduling,
         "cpu_count": os.cpu_count(), "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg(),
         "full": full,

@@ -23,6 +23,7 @@ from .engine import (
     Knob,
     ScoreRequest,
     ScoreResult,
+    RunningBatch,
     TokenEvent,
 )
 from .errors import (
@@ -112,6 +113,7 @@ __all__ = [
     "QuantizationConfig",
     "RollingScore",
     "RunTiming",
+    "RunningBatch",
     "Sample",
     "SaveNotSupportedError",
     "SamplingParams",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [  # the plugin contract; PartialBatchFailure lives with the other errors
     "ALL_FIELDS", "EMULATED_BY_CORE", "Capabilities", "Engine", "EngineOptions", "EngineRequest",
-    "EngineResult", "EngineSequence", "Knob", "PartialBatchFailure", "ScoreRequest", "ScoreResult",
-    "TokenEvent", "TokenScore", "Tokenizer", "stream_as_batch_of_one",
+    "EngineResult", "EngineSequence", "Knob", "PartialBatchFailure", "RunningBatch",
+    "ScoreRequest", "ScoreResult", "StepSink", "TokenEvent", "TokenScore", "Tokenizer",
+    "stream_as_batch_of_one",
 ]
 
 ALL_FIELDS: frozenset[str] = frozenset(SamplingParams.model_fields)
@@ -358,6 +359,14 @@ class Engine(abc.ABC):
         """Async `score`; engines with an async API override this, others run in a thread."""
         return await asyncio.to_thread(self.score, requests)
 
+    def running_batch(self) -> RunningBatch | None:
+        """The engine's running batch (continuous batching), or None if it has none.
+
+        An engine that implements one returns the same object on every call (created on the
+        first); `unillm serve` and `Generator.stream_many` then run each request that it accepts
+        there instead of in a batch of their own. The default: no running batch."""
+        return None
+
     def info(self) -> dict[str, Any]:
         """Facts about the loaded model for `Generator.info` (device, dtype, weight bytes...)."""
         return {}
@@ -372,6 +381,50 @@ class Engine(abc.ABC):
 
     def close(self) -> None:
         """Free the engine's resources (GPU memory, worker processes, connections)."""
+
+
+StepSink = Callable[[list[tuple[EngineRequest, "TokenEvent | BaseException"]]], None]
+"""What a `RunningBatch` calls once per step with that step's events for the requests added
+with this sink: ``(request, event)`` pairs, or ``(request, exception)`` for a request that
+failed (its last)."""
+
+
+class RunningBatch(abc.ABC):
+    """A batch that keeps running while requests join and leave it at any step (continuous,
+    or iteration-level, batching: vLLM's scheduler, transformers' continuous-batching manager,
+    llama.cpp's server slots).
+
+    Without one, a request that arrives while a batch runs waits for the whole batch to end;
+    with one, it joins at the next step, and a finished or cancelled request's slot (rows, KV
+    memory) goes to the next request at once. The engine runs the batch in its own thread and
+    reports through the `StepSink` each request was added with; the core turns those events
+    into chunks (detokenizing, stop strings, timing) exactly as for `Engine.stream`, so a
+    request's tokens must not depend on its batch-mates (greedy tokens equal the engine's
+    static path). Requests with parameters the batch cannot vary per request are refused
+    (`refusal`) and run on the engine's other paths.
+    """
+
+    @abc.abstractmethod
+    def refusal(self, request: EngineRequest) -> str | None:
+        """None if `request` can run here, else the name of what it cannot honour here (a
+        `SamplingParams` field, or ``prompt`` for one larger than the batch's memory)."""
+
+    @abc.abstractmethod
+    def add(self, request: EngineRequest, sink: StepSink) -> None:
+        """Join the batch at its next step (thread-safe, never blocks on the model).
+
+        After each step, the engine calls `sink` once, from its own thread, with the events of
+        that step for every request added with that sink; a request's last event carries its
+        `finish_reason` (each of its `n` samples'), its first (or an earlier) its
+        `EngineResult`. A failure ends the request with an exception instead."""
+
+    @abc.abstractmethod
+    def cancel(self, request: EngineRequest) -> None:
+        """Leave the batch: no more events for `request`, and its slot is freed before the
+        next step (thread-safe; a finished or unknown request is ignored)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Stop the batch's thread and free its memory (the engine's `close` calls it)."""
 
 
 def stream_as_batch_of_one(engine: Engine, request: EngineRequest) -> Iterator[TokenEvent]:

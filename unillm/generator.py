@@ -15,7 +15,8 @@ from typing import Any, overload
 
 from .assembly import BatchOutcome
 from .calls import EngineCalls
-from .engine import Engine, EngineRequest
+from .continuous import BatchSession, Dispatch, RunningMultiStream
+from .engine import Engine, EngineRequest, RunningBatch
 from .errors import (
     EngineError,
     GeneratorClosedError,
@@ -69,6 +70,7 @@ class Generator:
         self.tool_parser = tool_parser  # the tool-call format, when the model cannot tell
         self._calls = EngineCalls(engine, engine_name)
         self._closed = False
+        self._running: RunningBatch | None | bool = False  # False: not asked yet
 
     # -- facts -----------------------------------------------------------------------------
     @property
@@ -324,13 +326,36 @@ class Generator:
         """Stream several prompts at once: iterate for ``(index, item)`` pairs, where `index`
         is the prompt's position and `item` is each of its `Chunk`s, then its `Completion`.
 
-        The prompts run as one native batch where the engine can stream a batch
-        (`batches_streams`; engines with ``batch_params="uniform"`` get one batch per distinct
-        parameters, one after another), else one after another. `MultiStream.cancel(index)`
+        Where the engine has a running batch (continuous batching: `Engine.running_batch`) and
+        it accepts every prompt, the prompts join it; otherwise they run as one native batch
+        where the engine can stream a batch (`batches_streams`; engines with
+        ``batch_params="uniform"`` get one batch per distinct parameters, one after another),
+        else one after another. `MultiStream.cancel(index)`
         stops one prompt while the others go on (thread-safe: a server calls it when a client
         disconnects). Conversations go in as `prepare(messages=...)`.
         """
-        return MultiStream(self._calls, self._prepared(list(prompts), params))
+        jobs = self._prepared(list(prompts), params)
+        running = self.running_batch()
+        if running is not None and all(running.refusal(r) is None for j in jobs
+                                       for r in j.requests):
+            return RunningMultiStream(self._calls, running, jobs)
+        return MultiStream(self._calls, jobs)
+
+    def running_batch(self) -> RunningBatch | None:
+        """The engine's running batch (continuous batching), started on first use; None when
+        the engine has none (see `Engine.running_batch`)."""
+        self._check_open()
+        if self._running is False:
+            with self._calls.call():
+                self._running = self.engine.running_batch()
+        return self._running  # type: ignore[return-value]
+
+    def batch_session(self, dispatch: Dispatch) -> BatchSession | None:
+        """A consumer's session in the engine's running batch (what `unillm serve` uses), or
+        None when the engine has none. ``dispatch(fn, arg)`` must run ``fn(arg)`` later on the
+        consumer's own thread (an event loop's ``call_soon_threadsafe``)."""
+        running = self.running_batch()
+        return None if running is None else BatchSession(self._calls, running, dispatch)
 
     # -- scoring ---------------------------------------------------------------------------
     @staticmethod

@@ -143,6 +143,33 @@ def test_concurrent_async_streams_are_batched_together(gen, steps):
     assert len(steps) < 2 * 16 + 17, "the four streams were not served in the same steps"
 
 
+def test_stream_many_runs_in_vllms_running_batch_a_step_at_a_time(gen, steps):
+    """stream_many (and unillm serve) go through the engine's running batch: every prompt's
+    tokens of one vLLM step are handed over together, with generate's tokens; a cancelled
+    prompt is aborted in vLLM while the others go on."""
+    prompts = ["alpha", "beta", "gamma", "delta"]
+    params = SP(max_tokens=16, temperature=0.0, ignore_eos=True)
+    running = gen.running_batch()
+    assert running is not None and running.refusal(gen.prepare("x", params).requests[0]) is None
+    done = {}
+    for index, item in gen.stream_many(prompts, params):
+        if isinstance(item, unillm.Completion):
+            done[index] = item
+    assert [done[i].token_ids for i in range(4)] == [
+        c.token_ids for c in gen.generate(prompts, params)]
+    assert done[0].engine_params["output_kind"] == "DELTA"
+    assert len(steps) < 3 * 16 + 17, "the prompts were not served in the same steps"
+    long = SP(max_tokens=400, temperature=0.0, ignore_eos=True)
+    with gen.stream_many(prompts[:2], [long, params]) as multi:
+        for index, item in multi:
+            if isinstance(item, unillm.Completion):
+                done[index] = item
+            elif index == 0:
+                multi.cancel(0)
+    assert done[0].finish_reason == "abort" and len(done[0].token_ids) < 400
+    assert done[1].finish_reason == "length" and len(done[1].token_ids) == 16
+
+
 def test_concurrent_sync_calls_from_threads(gen):
     from concurrent.futures import ThreadPoolExecutor
 

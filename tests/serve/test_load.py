@@ -1,7 +1,9 @@
 """Many clients at once: every response complete and exactly the engine's offline greedy
 output (no lost, cut or mixed responses), requests batched rather than serialised, clients that
 drop mid-stream cancelled in the engine, and a full queue refused with 429 + Retry-After.
-(The 256-client version with throughput figures is benchmarks/serve_load.py.)"""
+These check micro-batching (`scheduling="batch"`, pinned where it matters: on transformers
+`auto` picks the engine's running batch, whose own checks are in test_continuous.py). (The
+256-client version with throughput figures is benchmarks/serve_load.py.)"""
 
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ from .conftest import MODEL, metric, prompts, running_server, stream_completion
 
 CLIENTS = 48
 TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def batch_server(hf_generator):
+    """Micro-batching, whatever `auto` would pick for the engine."""
+    with running_server(hf_generator, max_batch_size=64, scheduling="batch") as live:
+        yield live
 
 
 def _offline(gen, texts, tokens=TOKENS):
@@ -53,8 +62,9 @@ def _check_concurrent_streams(live, gen, clients: int = CLIENTS) -> None:
     assert metric(live.url, "unillm_requests_in_flight") == 0
 
 
-def test_concurrent_streaming_clients_each_get_their_offline_greedy_output(server, hf_generator):
-    _check_concurrent_streams(server, hf_generator)
+def test_concurrent_streaming_clients_each_get_their_offline_greedy_output(batch_server,
+                                                                         hf_generator):
+    _check_concurrent_streams(batch_server, hf_generator)
 
 
 def test_concurrent_chat_and_completion_clients_do_not_mix(server, hf_generator):
@@ -104,7 +114,9 @@ def _wait_for_metric(url: str, name: str, value: float, timeout: float = 60) -> 
     return current
 
 
-def test_50_clients_dropping_mid_stream_are_cancelled_and_free_their_slots(server, hf_generator):
+def test_50_clients_dropping_mid_stream_are_cancelled_and_free_their_slots(batch_server,
+                                                                         hf_generator):
+    server = batch_server
     forward_passes = []
     hook = hf_generator.engine.model_obj.register_forward_hook(
         lambda *a: forward_passes.append(1))
@@ -138,7 +150,8 @@ def test_50_clients_dropping_mid_stream_are_cancelled_and_free_their_slots(serve
     assert metric(server.url, "unillm_requests_in_flight") == 0
 
 
-def test_a_non_streaming_client_that_leaves_is_cancelled_too(server, hf_generator):
+def test_a_non_streaming_client_that_leaves_is_cancelled_too(batch_server, hf_generator):
+    server = batch_server
     aborted_before = metric(server.url, "unillm_request_finished_total",
                             {"finish_reason": "abort"})
     forward_passes = []
@@ -172,7 +185,7 @@ def test_a_non_streaming_client_that_leaves_is_cancelled_too(server, hf_generato
 
 def test_a_full_queue_answers_429_with_retry_after(hf_generator):
     with running_server(hf_generator, max_batch_size=1, max_queue=2, batch_wait=0.0,
-                        max_batch_wait=0.0) as live:
+                        max_batch_wait=0.0, scheduling="batch") as live:
         long_body = {"model": MODEL, "max_tokens": 2000, "temperature": 0, "ignore_eos": True,
                      "stream": True}
 

@@ -32,6 +32,10 @@ class Waiter:
     def fail(self, error: BaseException) -> None:
         raise NotImplementedError
 
+    def flush(self) -> None:  # noqa: B027 - optional
+        """Called on the engine thread after a step's outputs were all delivered (to hand a
+        whole step over at once)."""
+
 
 class Collect(Waiter):
     """The final output of each request of a batch; `notify()` once all have one, or on failure."""
@@ -174,6 +178,7 @@ class Driver:
                 busy = self.engine.has_unfinished_requests()
                 if busy:
                     outputs = self.engine.step()
+                    stepped: dict[int, Waiter] = {}
                     with self._cond:
                         for output in outputs:
                             waiter = self._waiters.get(output.request_id)
@@ -181,6 +186,9 @@ class Driver:
                                 if output.finished:
                                     del self._waiters[output.request_id]
                                 waiter.deliver(output)
+                                stepped[id(waiter)] = waiter
+                    for waiter in stepped.values():
+                        waiter.flush()
                     busy = self.engine.has_unfinished_requests()
         except BaseException as exc:  # noqa: BLE001 - the engine died: tell every caller
             with self._cond:

@@ -28,6 +28,16 @@ class TransformersOptions(EngineOptions):
         None, ge=1, description="split larger prompt lists into generate calls of this size"
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (CPU)")
+    continuous_batching: bool = Field(
+        True, description="serve and stream_many through transformers' continuous-batching "
+        "manager (requests join and leave a running batch at every step; docs/serve.md); "
+        "False: one static batch at a time",
+    )
+    kv_cache_tokens: int = Field(
+        16384, ge=64, description="continuous batching: tokens of paged KV cache shared by "
+        "the running requests (prompt + output each); a request larger than this runs in a "
+        "static batch",
+    )
     quantization: QuantizationConfig | None = Field(
         None, description="quantize while loading: nf4, fp4, int8 (bitsandbytes), gptq, "
         "torchao-int8, or a QuantizationConfig / dict with knobs; None loads the checkpoint as "

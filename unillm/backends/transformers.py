@@ -33,6 +33,7 @@ from ..errors import EngineError, InvalidParameterError
 from ..hookspecs import hookimpl
 from ..results import TokenLogprob
 from . import quantization as quant
+from .hf_continuous import alone
 from .hf_options import TransformersOptions
 from .hf_steps import Timestamps, openai_penalties, seeded, token_logprobs
 
@@ -96,6 +97,7 @@ class TransformersEngine(Engine):
             bos_token_id=original.bos_token_id, pad_token_id=self.pad_token_id,
             decoder_start_token_id=original.decoder_start_token_id,
         )
+        self._running = None  # the continuous batch, created on first use
         config = self.model_obj.config.get_text_config()
         self.context_length = (
             getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -269,8 +271,9 @@ class TransformersEngine(Engine):
     def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         size = self.options.max_batch_size or len(requests)
         out: list[EngineResult] = []
-        for i in range(0, len(requests), size):
-            out.extend(self._generate_batch(requests[i:i + size]))
+        with alone(self._running):  # a running batch pauses meanwhile (hf_continuous.py)
+            for i in range(0, len(requests), size):
+                out.extend(self._generate_batch(requests[i:i + size]))
         return out
 
     def _generate_batch(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
@@ -364,23 +367,35 @@ class TransformersEngine(Engine):
         """One left-padded `generate` call per `max_batch_size` prompts, its tokens handed
         over step by step; an aborted request's rows are stopped by a stopping criterion."""
         size = self.options.max_batch_size or len(requests) or 1
-        for first in range(0, len(requests), size):
-            part = requests[first:first + size]
-            if all(r.aborted for r in part):
-                continue
-            events = self._stream_batch(part)
-            try:
-                for index, event in events:
-                    yield first + index, event
-            finally:
-                events.close()
+        with alone(self._running):
+            for first in range(0, len(requests), size):
+                part = requests[first:first + size]
+                if all(r.aborted for r in part):
+                    continue
+                events = self._stream_batch(part)
+                try:
+                    for index, event in events:
+                        yield first + index, event
+                finally:
+                    events.close()
 
     def _stream_batch(self, requests: Sequence[EngineRequest]) -> Iterator[tuple[int, TokenEvent]]:
         from .hf_steps import stream_steps
 
         return stream_steps(self, requests)
 
+    def running_batch(self):
+        """transformers' continuous-batching manager (hf_continuous.py), or None."""
+        if self._running is None:
+            from .hf_continuous import running_batch_for
+
+            self._running = running_batch_for(self)
+        return self._running
+
     def close(self) -> None:
+        if getattr(self, "_running", None) is not None:
+            self._running.close()
+            self._running = None
         model = getattr(self, "model_obj", None)
         if model is not None:
             del self.model_obj

@@ -392,6 +392,14 @@ class VllmEngine(Engine):
             if not finished:
                 self.driver.abort([item[0]])
 
+    def running_batch(self):
+        """vLLM's own running batch, its steps handed over whole (_vllm_running.py)."""
+        if getattr(self, "_running", None) is None:
+            from ._vllm_running import VllmRunningBatch
+
+            self._running = VllmRunningBatch(self)
+        return self._running
+
     # -- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:
         llm = getattr(self, "llm", None)

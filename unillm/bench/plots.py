@@ -196,6 +196,8 @@ def plot_serve(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, Pat
     if not runs:
         return {}
     p = result["parameters"]
+    if p.get("rates"):
+        return plot_serve_load(result, runs, out, stem)
     colours = run_colours([r["label"] for r in runs])
     levels = p["concurrency"]
     rate = p.get("rate")
@@ -237,3 +239,52 @@ def plot_serve(result: Mapping[str, Any], out: Path, stem: str) -> dict[str, Pat
     fig.suptitle(f"Serving latency vs concurrency ({arrivals}) · {subtitle(result)}", fontsize=10)
     files["plot_latency"] = save(fig, out / f"{stem}-latency.png")
     return files
+
+
+def plot_serve_load(result: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], out: Path,
+                    stem: str) -> dict[str, Path]:
+    """A sweep over offered load: latency (TTFT, e2e: median and p99) and the rate served,
+    against the rate offered, each run's saturation point marked (where it stopped serving
+    `KEEP_UP` of the offered rate)."""
+    p = result["parameters"]
+    colours = run_colours([r["label"] for r in runs])
+    burst = p.get("burstiness") or 1.0
+    arrivals = "Poisson" if burst == 1.0 else f"gamma, burstiness {burst:g}"
+    fig = figure(15.0, 4.4)
+    axes = fig.subplots(1, 3)
+    for ax, key, title in ((axes[0], "ttft", "time to first token"),
+                           (axes[1], "e2e", "end-to-end latency")):
+        for stat, style in (("median", "-o"), ("p99", "--^")):
+            def y(pt, key=key, stat=stat):
+                s = (pt.get("metrics") or {}).get(key)
+                return s[stat] * 1000.0 if s else None
+            _curve(ax, runs, colours, "offered_rate", y, label_suffix=f" {stat}", style=style)
+        ax.set_ylabel(f"{key.upper()} (ms)")
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+    served = axes[2]
+    _curve(served, runs, colours, "offered_rate",
+           lambda pt: (pt.get("run") or {}).get("request_throughput"))
+    top = max(p["rates"])
+    served.plot([0, top], [0, top], ":", color="grey", label="served = offered")
+    served.set_ylabel("requests/s served")
+    served.set_title("rate served", fontsize=10)
+    served.set_ylim(bottom=0)
+    for r in runs:
+        sat = (r.get("saturation") or {}).get("saturated_at")
+        if sat is None:
+            continue
+        for ax in axes:
+            ax.axvline(sat, color=colours[r["label"]], linestyle="--", alpha=0.6)
+        right = sat > 0.7 * top  # near the right edge: write to the left of the line
+        served.annotate(f"{_name(r)} saturates\nat {sat:g} req/s", (sat, 0),
+                        xytext=(-4 if right else 4, 8), textcoords="offset points",
+                        fontsize=8, ha="right" if right else "left",
+                        color=colours[r["label"]])
+    for ax in axes:
+        ax.set_xlabel("offered load (requests/s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Latency against offered load ({arrivals} arrivals, at most "
+                 f"{max(p['concurrency'])} in flight) · {subtitle(result)}", fontsize=10)
+    return {"plot_load": save(fig, out / f"{stem}-load.png")}

@@ -34,9 +34,9 @@ from ..timing import Stats, Timing
 
 SCHEMA = "unillm.bench/1"
 KINDS = ("latency", "throughput", "serve", "tune", "quality")
-X_KEYS = ("batch_size", "concurrency")
-"""The key that names a point within a run, per kind: batch size (latency, throughput) or
-client concurrency (serve)."""
+X_KEYS = ("batch_size", "offered_rate", "concurrency")
+"""The key that names a point within a run, per kind: batch size (latency, throughput), or the
+offered request rate (a serve sweep over rates) or client concurrency (serve)."""
 
 METRICS = ("tokens_per_s", "ttft", "tpot", "e2e", "itl")
 RUN_FIGURES = ("output_throughput", "total_throughput", "request_throughput")

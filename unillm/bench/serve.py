@@ -1,10 +1,17 @@
-"""`bench serve`: a client concurrency sweep against any OpenAI-compatible server.
+"""`bench serve`: a client sweep against any OpenAI-compatible server.
 
 For each concurrency level the client keeps at most that many streaming requests in flight
-(all submitted at once, or arriving as a Poisson process at `rate` requests/s) and times each
-request as vLLM's serving benchmark does: TTFT at the first content chunk, ITL between
-chunks (a server that sends k tokens in one chunk gives one gap; METRICS.md), TPOT from the
-server's own token count (``usage``). Goodput counts the requests that met every given limit.
+(all submitted at once, or arriving at `rate` requests/s) and times each request as vLLM's
+serving benchmark does: TTFT at the first content chunk, ITL between chunks (a server that
+sends k tokens in one chunk gives one gap; METRICS.md), TPOT from the server's own token count
+(``usage``). Goodput counts the requests that met every given limit.
+
+Arrivals, as `vllm bench serve` makes them: the gaps between requests are drawn from a gamma
+distribution of shape `burstiness` and mean 1/rate (1 = a Poisson process; below 1 burstier,
+above 1 more regular). With `rates`, the sweep is over offered load instead: one point per
+rate (at most the largest concurrency level in flight), and the run's `saturation` names the
+offered rate where the server stopped keeping up (served < `KEEP_UP` x offered) and the most it
+served: where latency turns from flat to climbing.
 
 The client runs on the same machine as a loopback server and shares its CPUs: on a small
 machine that is part of what is measured, and the result's `machine` says how small.
@@ -26,6 +33,36 @@ from .runner import NullReporter, Reporter
 from ..backends.http import DONE, aparse_events
 
 ENDPOINTS = ("completions", "chat")
+KEEP_UP = 0.9
+"""A server keeps up with an offered rate while it serves at least this share of it."""
+
+
+def arrival_gaps(count: int, rate: float | None, burstiness: float,
+                 rng: random.Random) -> list[float]:
+    """Seconds to wait before each request after the first (`count` - 1 of them): none
+    without a rate (all at once); else gamma(shape=burstiness, scale=1/(rate*burstiness)),
+    vLLM's `--burstiness`, whose mean is 1/rate whatever the shape."""
+    if not rate:
+        return [0.0] * max(count - 1, 0)
+    return [rng.gammavariate(burstiness, 1.0 / (rate * burstiness)) for _ in range(count - 1)]
+
+
+def saturation(points: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Where a rate sweep saturates: the lowest offered rate served below `KEEP_UP` of the
+    rate the requests really arrived at (`arrival_rate`: a short run of random gaps is not
+    exactly the nominal rate), None if the server kept up with every rate; the highest rate it
+    kept up with; and the most requests/s it served at any rate."""
+    rated = sorted((p for p in points if p.get("offered_rate")), key=lambda p: p["offered_rate"])
+    if not rated:
+        return None
+    served = [((p.get("run") or {}).get("request_throughput") or 0.0) for p in rated]
+    arrived = [p.get("arrival_rate") or p["offered_rate"] for p in rated]
+    ok = [s >= KEEP_UP * a for s, a in zip(served, arrived)]
+    kept = [p["offered_rate"] for p, good in zip(rated, ok) if good]
+    lost = [p["offered_rate"] for p, good in zip(rated, ok) if not good]
+    return {"saturated_at": lost[0] if lost else None,
+            "highest_kept_up": max(kept) if kept else None,
+            "max_served": max(served), "keep_up": KEEP_UP}
 
 
 @dataclass(frozen=True)
@@ -120,9 +157,11 @@ async def send_request(client: Any, url: str, body: Mapping[str, Any]) -> Observ
 
 
 async def _level(client: Any, url: str, bodies: Sequence[Mapping[str, Any]], concurrency: int,
-                 rate: float | None, rng: random.Random,
+                 gaps: Sequence[float],
                  advance: Callable[[int], None]) -> tuple[list[ObservedRequest], float]:
-    """Send every body with at most `concurrency` in flight; returns replies and wall time."""
+    """Send every body with at most `concurrency` in flight, the next one `gaps[i]` seconds
+    after the previous (arrival times are kept even when the server falls behind); returns
+    replies and wall time."""
     gate = asyncio.Semaphore(concurrency)
     replies: list[ObservedRequest | None] = [None] * len(bodies)
 
@@ -132,17 +171,20 @@ async def _level(client: Any, url: str, bodies: Sequence[Mapping[str, Any]], con
         advance(1)
 
     start = now()
+    due = start
     tasks = []
     for i in range(len(bodies)):
         tasks.append(asyncio.create_task(one(i)))
-        if rate and i + 1 < len(bodies):
-            await asyncio.sleep(rng.expovariate(rate))
+        if i < len(gaps) and gaps[i] > 0:
+            due += gaps[i]
+            await asyncio.sleep(max(0.0, due - now()))
     await asyncio.gather(*tasks)
     return [r for r in replies if r is not None], now() - start
 
 
 def _point(replies: Sequence[ObservedRequest], wall: float, concurrency: int,
-           rate: float | None, expected: int | None, slo: SLO) -> dict[str, Any]:
+           rate: float | None, expected: int | None, slo: SLO,
+           gaps: Sequence[float] = ()) -> dict[str, Any]:
     ok = [(i, r) for i, r in enumerate(replies) if r.timing is not None]
     timings = [r.timing for _, r in ok]
     prompt_counts = [t.prompt_tokens for t in timings]
@@ -164,6 +206,11 @@ def _point(replies: Sequence[ObservedRequest], wall: float, concurrency: int,
         "run": run.to_dict(), "metrics": summarize(timings),
         "records": [record(r.timing, index=i, finish_reason=r.finish_reason) for i, r in ok],
     }
+    if gaps and rate:
+        span = sum(gaps)
+        arrival = len(gaps) / span if span > 0 else rate
+        point.update(offered_rate=rate, arrival_rate=arrival,
+                     served_share=(run.request_throughput or 0.0) / arrival)
     if slo.active:
         good = sum(1 for t in timings if slo.met(t))
         point["good_requests"] = good
@@ -198,11 +245,20 @@ def serve_prompts(count: int, input_len: int | None = None, tokenizer: str | Non
     return [tok.decode(ids) for ids in token_prompts(tok, [input_len] * count, seed)]
 
 
+def _plan(concurrency: Sequence[int], rate: float | None,
+          rates: Sequence[float] | None) -> list[tuple[int, float | None]]:
+    """The points of a sweep: (concurrency, rate) each."""
+    if rates:
+        return [(max(concurrency), r) for r in rates]
+    return [(level, rate) for level in concurrency]
+
+
 async def _sweep_one(url: str, model: str | None, label: str, *, concurrency: Sequence[int],
                      num_prompts: int | None, max_tokens: int, ignore_eos: bool, rate: float | None,
                      slo: SLO, endpoint: str, prompts: Sequence[str], warmup: int,
                      extra: Mapping[str, Any], seed: int, timeout: float,
-                     reporter: Reporter) -> dict[str, Any]:
+                     reporter: Reporter, rates: Sequence[float] | None = None,
+                     burstiness: float = 1.0) -> dict[str, Any]:
     import httpx
 
     base = _base(url)
@@ -234,15 +290,23 @@ async def _sweep_one(url: str, model: str | None, label: str, *, concurrency: Se
             reporter.message(f"{label}: failed: {run['error']}")
             return run
         rng = random.Random(seed)
-        for level in concurrency:
-            count = num_prompts or max(2 * level, 16)
+        for level, level_rate in _plan(concurrency, rate, rates):
+            if rates:
+                count = num_prompts or max(32, round(10 * level_rate))
+                name = f"{label} {level_rate:g} req/s"
+            else:
+                count = num_prompts or max(2 * level, 16)
+                name = f"{label} c={level}"
             bodies = [_body(endpoint, model, prompts[i % len(prompts)], max_tokens, ignore_eos, extra)
                       for i in range(count)]
-            advance = reporter.task(f"{label} c={level}", count)
-            replies, wall = await _level(client, path, bodies, level, rate, rng, advance)
-            run["points"].append(
-                _point(replies, wall, level, rate, max_tokens if ignore_eos else None, slo)
-            )
+            gaps = arrival_gaps(count, level_rate, burstiness, rng)
+            replies, wall = await _level(client, path, bodies, level, gaps,
+                                         reporter.task(name, count))
+            run["points"].append(_point(replies, wall, level, level_rate,
+                                        max_tokens if ignore_eos else None, slo,
+                                        gaps=gaps if rates else ()))
+    if rates:
+        run["saturation"] = saturation(run["points"])
     if any(p["failed"] for p in run["points"]):
         run["status"] = "error"
         run["error"] = f"{sum(p['failed'] for p in run['points'])} requests failed (see errors)"
@@ -264,6 +328,8 @@ async def arun_serve(
     max_tokens: int = 128,
     ignore_eos: bool = True,
     rate: float | None = None,
+    rates: Sequence[float] | None = None,
+    burstiness: float = 1.0,
     slo: SLO | None = None,
     endpoint: str = "completions",
     input_len: int | None = None,
@@ -277,8 +343,10 @@ async def arun_serve(
 ) -> dict[str, Any]:
     """Sweep each server over the concurrency levels and return the result.
 
-    `num_prompts` requests per level (default: twice the level, at least 16); `rate` turns on
-    Poisson arrivals; `ignore_eos` asks for exactly `max_tokens` tokens (a vLLM extension that
+    `num_prompts` requests per level (default: twice the level, at least 16); `rate` spaces
+    arrivals (gamma gaps of shape `burstiness`: 1 = Poisson); `rates` sweeps offered load
+    instead of concurrency (one point per rate, `num_prompts` each, default 10 s of arrivals
+    and at least 32); `ignore_eos` asks for exactly `max_tokens` tokens (a vLLM extension that
     unillm's server honours) and checks the server's token count against it.
     """
     if endpoint not in ENDPOINTS:
@@ -287,6 +355,15 @@ async def arun_serve(
         raise ValueError("every concurrency level must be >= 1")
     if rate is not None and rate <= 0:
         raise ValueError(f"rate = {rate} is not allowed: rate > 0 (requests/s), or leave it out")
+    if rates is not None:
+        if rate is not None:
+            raise ValueError("give rate (one arrival rate) or rates (a sweep), not both")
+        if not rates or min(rates) <= 0:
+            raise ValueError(f"rates = {list(rates)} is not allowed: each > 0 (requests/s)")
+        rates = sorted(dict.fromkeys(float(r) for r in rates))
+    if not burstiness > 0:
+        raise ValueError(f"burstiness = {burstiness} is not allowed: burstiness > 0 "
+                         "(1 = Poisson arrivals)")
     labels = list(labels or urls)
     if len(labels) != len(urls):
         raise ValueError("give one label per url")
@@ -297,7 +374,8 @@ async def arun_serve(
     prompts = serve_prompts(longest, input_len, tokenizer, seed)
     parameters = {
         "urls": list(urls), "model": model, "concurrency": levels, "num_prompts": num_prompts,
-        "max_tokens": max_tokens, "ignore_eos": ignore_eos, "rate": rate, "slo": slo.to_dict()
+        "max_tokens": max_tokens, "ignore_eos": ignore_eos, "rate": rate, "rates": rates,
+        "burstiness": burstiness, "slo": slo.to_dict()
         if slo.active else None, "endpoint": endpoint, "warmup": warmup, "seed": seed,
         "prompts": f"synthetic, {input_len} tokens" if input_len else prompt_set_name(),
         "extra": dict(extra or {}), "temperature": 0.0,
@@ -308,6 +386,7 @@ async def arun_serve(
             url, model, label, concurrency=levels, num_prompts=num_prompts, max_tokens=max_tokens,
             ignore_eos=ignore_eos, rate=rate, slo=slo, endpoint=endpoint, prompts=prompts,
             warmup=warmup, extra=extra or {}, seed=seed, timeout=timeout, reporter=reporter,
+            rates=rates, burstiness=burstiness,
         )
         result["runs"].append(run)
     return set_statuses(result)

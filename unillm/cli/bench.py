@@ -178,7 +178,9 @@ def serve(
     num_prompts: Annotated[int | None, typer.Option(help="requests per level (default: 2×level, at least 16)")] = None,
     max_tokens: Annotated[int, typer.Option(help="output tokens per request")] = 128,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos/--allow-eos", help="ask for exactly --max-tokens tokens (ignore_eos) and check the server's counts")] = True,
-    rate: Annotated[float | None, typer.Option(help="Poisson arrivals at this many requests/s (default: all at once)")] = None,
+    rate: Annotated[float | None, typer.Option(help="arrivals at this many requests/s (default: all at once); see --burstiness")] = None,
+    rates: Annotated[str | None, typer.Option(help="sweep offered load instead of concurrency: comma-separated requests/s (e.g. 2,4,8,16); at most max(--concurrency) in flight; plots latency against load with the saturation point")] = None,
+    burstiness: Annotated[float, typer.Option(help="arrival gaps are gamma-distributed with this shape, as vllm bench serve's --burstiness: 1 = Poisson, < 1 burstier, > 1 more regular")] = 1.0,
     ttft_slo: Annotated[float | None, typer.Option("--ttft-slo", help="goodput limit on TTFT, ms")] = None,
     tpot_slo: Annotated[float | None, typer.Option("--tpot-slo", help="goodput limit on TPOT, ms")] = None,
     e2e_slo: Annotated[float | None, typer.Option("--e2e-slo", help="goodput limit on e2e latency, ms")] = None,
@@ -200,27 +202,33 @@ def serve(
 
     _needs(plots=plots)
     levels = _ints(concurrency, "--concurrency")
+    sweep = _floats(rates, "--rates") if rates is not None else None
     with reporter() as rep:
         result = run_serve(
             url, model=served_model, labels=label or None, concurrency=levels,
             num_prompts=num_prompts, max_tokens=max_tokens, ignore_eos=ignore_eos, rate=rate,
+            rates=sweep, burstiness=burstiness,
             slo=SLO(s(ttft_slo), s(tpot_slo), s(e2e_slo)), endpoint=endpoint,
             input_len=input_len, tokenizer=tokenizer, warmup=warmup,
             extra=parse_pairs(extra, "--extra"), seed=seed, reporter=rep,
         )
-    arrivals = f"Poisson {rate} req/s" if rate else "all at once"
+    shape = "Poisson" if burstiness == 1.0 else f"gamma (burstiness {burstiness:g})"
+    arrivals = (f"{shape}, swept over {rates} req/s" if sweep else
+                f"{shape} {rate} req/s" if rate else "all at once")
     rows: list[list[str]] = []
     title, columns = (
         f"unillm bench serve: {max_tokens} output tokens, arrivals {arrivals}",
-        ["server", "conc.", "done/failed", "tokens", "output tok/s", "req/s", "goodput req/s",
-         "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms", "ITL p99 ms", "TPOT p50 ms"],
+        ["server", "req/s offered" if sweep else "conc.", "done/failed", "tokens",
+         "output tok/s", "req/s", "goodput req/s", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms",
+         "ITL p99 ms", "TPOT p50 ms"],
     )
     for run in result["runs"]:
         for point in run["points"] or [{}]:
             m = point.get("metrics") or {}
             fig = point.get("run") or {}
+            x = point.get("offered_rate" if sweep else "concurrency", "-")
             rows.append([
-                run["label"], str(point.get("concurrency", "-")),
+                run["label"], f"{x:g}" if isinstance(x, float) else str(x),
                 f"{point.get('completed', 0)}/{point.get('failed', 0)}",
                 report.token_check(run, point), report.num(fig.get("output_throughput")),
                 report.num(fig.get("request_throughput"), 2), report.num(point.get("goodput"), 2),
@@ -229,7 +237,25 @@ def serve(
                 report.ms(report.stat(m.get("tpot"), "median"), 2),
             ])
     show_table(title, columns, rows, keys=2)
+    for run in result["runs"]:
+        sat = run.get("saturation")
+        if sat:
+            where = (f"saturates at {sat['saturated_at']:g} req/s offered" if sat["saturated_at"]
+                     else "kept up with every rate")
+            print(f"{run['label']}: {where} (served < {sat['keep_up']:.0%} of it); at most "
+                  f"{sat['max_served']:.2f} req/s served")
     _finish(result, out, name, plots)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of numbers",
+                                 param_hint=what) from None
+    if not values or min(values) <= 0:
+        raise typer.BadParameter("give numbers > 0", param_hint=what)
+    return values
 
 
 @_guard

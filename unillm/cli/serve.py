@@ -28,7 +28,8 @@ def serve(
     served_model_name: Annotated[str | None, typer.Option(
         help="the model name clients send and /v1/models lists (default: --model)")] = None,
     scheduling: Annotated[str, typer.Option(
-        help="auto, batch (micro-batching) or direct (the engine schedules)")] = "auto",
+        help="auto, continuous (the engine's running batch), batch (micro-batching) or "
+             "direct (the engine schedules)")] = "auto",
     max_batch_size: Annotated[int, typer.Option(help="requests per engine batch")] = 64,
     batch_wait_ms: Annotated[float, typer.Option(
         help="quiet time (at least) that ends a gathering batch")] = 5.0,

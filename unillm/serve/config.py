@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Scheduling = Literal["auto", "batch", "direct"]
+Scheduling = Literal["auto", "batch", "direct", "continuous"]
 
 
 @dataclass(frozen=True)
@@ -13,10 +13,12 @@ class ServeConfig:
     """What `create_app` needs besides the generator.
 
     Scheduling: ``direct`` hands each request straight to the engine (engines that schedule
-    concurrent requests themselves: vLLM's async engine, HTTP engines); ``batch`` gathers
-    requests into native batches (micro-batching, see `scheduler.MicroBatcher` for how long
-    it waits); ``auto`` picks ``direct`` for engines that declare `concurrent` and have a
-    native `astream`, else ``batch``.
+    concurrent requests themselves: vLLM's async engine, HTTP engines); ``continuous`` adds
+    each request to the engine's running batch (`Engine.running_batch`: transformers,
+    llama.cpp; see serve/running.py); ``batch`` gathers requests into native batches
+    (micro-batching, see `scheduler.MicroBatcher` for how long it waits); ``auto`` picks
+    ``direct`` for engines that declare `concurrent` and have a native `astream`, else
+    ``continuous`` where the engine has a running batch, else ``batch``.
     """
 
     served_model_name: str
@@ -41,6 +43,6 @@ class ServeConfig:
                 raise ValueError(f"ServeConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_wait < 0 or self.max_batch_wait < self.batch_wait:
             raise ValueError("ServeConfig needs 0 <= batch_wait <= max_batch_wait")
-        if self.scheduling not in ("auto", "batch", "direct"):
-            raise ValueError(f"ServeConfig.scheduling must be auto, batch or direct, "
+        if self.scheduling not in ("auto", "batch", "direct", "continuous"):
+            raise ValueError(f"ServeConfig.scheduling must be auto, batch, direct or continuous, "
                              f"got {self.scheduling!r}")

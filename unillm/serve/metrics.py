@@ -61,6 +61,13 @@ class ServeMetrics:
             buckets=_BATCH, registry=r)
         self.batches_running = Gauge(
             "unillm_batches_running", "Engine batches running now", registry=r)
+        self.running_batch = Gauge(
+            "unillm_running_batch_requests", "Requests in the engine's running batch "
+            "(continuous batching), generating or waiting for a slot", registry=r)
+        self.static_path = Counter(
+            "unillm_static_path_requests", "Requests the engine's running batch could not "
+            "take, run in static batches instead, by the parameter that sent them there",
+            ["reason"], registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,9 @@
 """Getting many concurrent requests into the engine without running them one at a time.
 
-Two schedulers behind one interface (`submit` -> `Ticket`):
+Schedulers behind one interface (`submit` -> `Ticket`); serve/choice.py picks one. Engines
+with a running batch (continuous batching: transformers, llama.cpp) get `ContinuousScheduler`
+(serve/running.py), which falls back on the `MicroBatcher` below for the requests that batch
+cannot take. Here:
 
 - `MicroBatcher` for engines that run one batch at a time (transformers, CTranslate2,
   llama.cpp): requests queue; when the engine is free, the oldest request and every queued
@@ -112,27 +115,15 @@ class Scheduler(abc.ABC):
             self.metrics.finished.labels(s.finish_reason).inc()
 
 
-def make_scheduler(gen: Generator, config: ServeConfig, metrics: ServeMetrics) -> Scheduler:
-    mode = config.scheduling
-    if mode == "auto":
-        native_astream = gen._native("astream")
-        mode = "direct" if (gen.capabilities.concurrent and native_astream) else "batch"
-    return DirectScheduler(gen, config, metrics) if mode == "direct" else MicroBatcher(
-        gen, config, metrics)
+class InboxTicket(Ticket):
+    """A ticket whose items are delivered to it on the event loop (`deliver`)."""
 
-
-# -- micro-batching ----------------------------------------------------------------------------
-class _BatchTicket(Ticket):
-    def __init__(self, batcher: MicroBatcher, prepared: Prepared, stream: bool, key: Hashable):
-        super().__init__(batcher, prepared, stream)
-        self.batcher = batcher
-        self.key = key
-        self.arrival = time.monotonic()
+    def __init__(self, scheduler: Scheduler, prepared: Prepared, stream: bool):
+        super().__init__(scheduler, prepared, stream)
         # Items delivered and not yet taken, and the future the reader waits on when there are
         # none: one wake-up per burst of items, not one per item (cheaper than a Queue).
         self.ready: list[Item | BaseException] = []
         self.waiter: asyncio.Future[None] | None = None
-        self.running: tuple[Any, int] | None = None  # (MultiStream, index) once started
 
     async def batches(self) -> AsyncIterator[list[Item]]:
         while True:
@@ -161,6 +152,16 @@ class _BatchTicket(Ticket):
             waiter = self.waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+
+
+# -- micro-batching ----------------------------------------------------------------------------
+class _BatchTicket(InboxTicket):
+    def __init__(self, batcher: MicroBatcher, prepared: Prepared, stream: bool, key: Hashable):
+        super().__init__(batcher, prepared, stream)
+        self.batcher = batcher
+        self.key = key
+        self.arrival = time.monotonic()
+        self.running: tuple[Any, int] | None = None  # (MultiStream, index) once started
 
     def _cancel(self) -> None:
         if self.running is None:

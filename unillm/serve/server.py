@@ -30,7 +30,8 @@ from .errors import APIError, bad_request, from_unillm
 from .mapping import Mapped
 from .metrics import RequestClock, ServeMetrics
 from .responses import SSE_DONE, now_seconds, sse, token_text
-from .scheduler import QueueFullError, Scheduler, Ticket, make_scheduler
+from .choice import make_scheduler
+from .scheduler import QueueFullError, Scheduler, Ticket
 from .schemas import accepted_fields, error_location
 from .tools import NAMES as TOOL_NAMES
 

@@ -7,21 +7,20 @@ evaluations, yielding token ids: unillm detokenizes incrementally. `Llama(stream
 used because it re-decodes the whole text at every token and slows down with length, and
 `Llama.generate` because its sampler chain carries llama.cpp's defaults.
 
-llama.cpp runs one sequence at a time here: a batch is a loop, each prompt with its own
-parameters (`batch_params="per_request"`); unillm emulates `n` (seed + i per sample) and stop
-strings (through `request.should_stop`, so generation ends at the match). Until `min_tokens`
-tokens exist, the terminators (eos unless `ignore_eos`, and `stop_token_ids`) are masked out of
-the logits, as transformers and vLLM do.
+`generate` and `stream` run one sequence at a time: a batch is a loop, each prompt with its
+own parameters (`batch_params="per_request"`); unillm emulates `n` (seed + i per sample) and
+stop strings (through `request.should_stop`, so generation ends at the match). `unillm serve`
+and `stream_many` decode up to `parallel` sequences together in one `llama_decode` batch
+(`running_batch`, batching.py). Both paths sample through `sequence.Sequence`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,8 +42,8 @@ from unillm import (
     TokenEvent,
     TokenLogprob,
 )
-from unillm.timing import now
 
+from .sequence import Sequence, Step
 from .types import QUANTIZATION_TYPES
 
 DEFAULT_MAX_CONTEXT = 4096
@@ -77,17 +76,15 @@ class LlamaCppOptions(EngineOptions):
         "for a .gguf file",
     )
     use_mmap: bool = Field(True, description="memory-map the .gguf file")
-
-
-@dataclass
-class _Step:
-    token: int
-    time: float
-    finish: str | None = None
-    stop_reason: int | None = None
-    logprob: TokenLogprob | None = None
-    mask_s: float | None = None  # with a constraint: its masks' time so far
-    compile_s: float | None = None  # with a constraint: compiling it (on every step)
+    parallel: int = Field(
+        16, ge=0, description="sequences decoded together in one llama_decode batch by `unillm "
+        "serve` and stream_many (llama-server's slots; batching.py); 0 = one request at a time",
+    )
+    parallel_ctx: int | None = Field(
+        None, ge=16, description="KV cells of each of those sequences (prompt + output; "
+        "llama-server's --ctx-size / --parallel); None = n_ctx. Memory: parallel x parallel_ctx "
+        "cells; a longer request runs one at a time",
+    )
 
 
 def _generation_config_eos(model_dir: Path) -> set[int]:
@@ -154,6 +151,7 @@ class LlamaCppEngine(Engine):
         self.context_length = self.llm.n_ctx()
         self.tokenizer = self._tokenizer(options)
         self.eos_ids = frozenset(self.tokenizer.eos_token_ids)
+        self._running = None  # the running batch, created on first use
 
     # -- loading ----------------------------------------------------------------------------
     def _gguf_file(self, source: Path, options: LlamaCppOptions) -> Path:
@@ -225,95 +223,30 @@ class LlamaCppEngine(Engine):
             return value
 
     # -- one sequence -----------------------------------------------------------------------
-    def _check_prompt(self, ids: Sequence[int]) -> None:
+    def _check_prompt(self, ids: Seq[int]) -> None:
         bad = [t for t in ids if not 0 <= t < self.n_vocab]
         if bad:
             raise InvalidPromptError(
                 f"prompt token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})"
             )
 
-    def _logits(self):
-        import numpy as np
-
-        ptr = self._lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-
-    @staticmethod
-    def _logprob(raw, token: int, top: int) -> TokenLogprob:
-        import numpy as np
-
-        shifted = raw.astype(np.float64) - float(raw.max())
-        lse = math.log(float(np.exp(shifted).sum()))
-        alternatives: dict[int, float] = {}
-        if top:
-            best = np.argpartition(-shifted, top - 1)[:top]
-            alternatives = {int(i): float(shifted[i] - lse) for i in best}
-        return TokenLogprob(token, float(shifted[token] - lse), alternatives)
-
-    def _steps(self, request: EngineRequest, received: dict[str, Any]) -> Iterator[_Step]:
+    def _steps(self, request: EngineRequest, received: dict[str, Any]) -> Iterator[Step]:
         """Generate one sequence, yielding each token as soon as it is sampled; `received`
         gets the record of what the sampler chain was given, before the first token."""
-        from .sampling import SamplerChain
-
-        p = request.params
-        prompt = list(request.prompt_token_ids or ())
-        self._check_prompt(prompt)
-        terminators = set(p.stop_token_ids) | (set() if p.ignore_eos else set(self.eos_ids))
-        blocked = sorted(terminators) if p.min_tokens else []
-        matcher = None
-        if p.structured is not None:  # unillm's grammar engine, masking llama.cpp's logits
-            from unillm.grammars import matchers
-
-            (matcher,) = matchers(p.structured, self.tokenizer, 1, self.n_vocab)
-        from unillm.token_rules import TokenRules  # logit_bias, allowed ids, bad words
-
-        rules, generated = TokenRules.of(p, self.tokenizer, self.n_vocab), []
         llm = self.llm
-        with SamplerChain(p, n_vocab=self.n_vocab, window=self.context_length,
-                          prompt_ids=prompt) as chain:
-            received.update({
-                "max_tokens": p.max_tokens, **chain.record,
-                "stop_token_ids": sorted(p.stop_token_ids), "ignore_eos": p.ignore_eos,
-                "eos_token_ids": sorted(self.eos_ids), "min_tokens": p.min_tokens,
-                "masked_before_min_tokens": blocked, "logprobs": p.logprobs,
-                **({"token_rules": rules.record()} if rules else {}),
-            })
+        with Sequence(self, request) as seq:
+            received.update(seq.received)
             llm.reset()
-            llm.eval(prompt)
-            for count in range(1, p.max_tokens + 1):
-                raw = None
-                if p.logprobs is not None or (blocked and count <= p.min_tokens) or matcher \
-                        or rules:
-                    logits = self._logits()
-                    if p.logprobs is not None:
-                        raw = logits.copy()
-                    if blocked and count <= p.min_tokens:
-                        logits[blocked] = -math.inf
-                    if rules is not None:
-                        rules.apply_numpy(logits, generated)
-                    if matcher is not None:
-                        logits[~matcher.allowed_numpy(self.n_vocab)] = -math.inf
-                token = chain.sample(llm._ctx.ctx)
-                generated.append(token)
-                if matcher is not None:
-                    matcher.advance(token)
-                step = _Step(token, now())
-                if matcher is not None:
-                    step.mask_s, step.compile_s = matcher.mask_s, matcher.compiled.compile_s
-                if raw is not None:
-                    step.logprob = self._logprob(raw, token, p.logprobs or 0)
-                if token in terminators and count > p.min_tokens:
-                    step.finish = "stop"
-                    step.stop_reason = token if token in p.stop_token_ids else None
-                elif count == p.max_tokens:
-                    step.finish = "length"
+            llm.eval(seq.prompt)
+            while True:
+                step = seq.step(llm._ctx.ctx)
                 yield step
                 if step.finish is not None:
                     return
-                llm.eval([token])
+                llm.eval([step.token])
 
     # -- the engine contract ----------------------------------------------------------------
-    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
+    def generate(self, requests: Seq[EngineRequest]) -> list[EngineResult]:
         """One request after another; a request that fails does not cost the others theirs
         (`PartialBatchFailure`), unless it was the only one (its own error is raised)."""
         results: list[EngineResult | None] = []
@@ -372,7 +305,22 @@ class LlamaCppEngine(Engine):
                 )
                 first = False
 
+    def running_batch(self):
+        """Several sequences in one `llama_decode` batch (batching.py), or None with
+        ``parallel=0``."""
+        if self._running is None and self.options.parallel > 0:
+            from .batching import LlamaRunningBatch
+
+            self._running = LlamaRunningBatch(
+                self, parallel=self.options.parallel,
+                slot_ctx=min(self.options.parallel_ctx or self.context_length,
+                             self.context_length))
+        return self._running
+
     def close(self) -> None:
+        running, self._running = getattr(self, "_running", None), None
+        if running is not None:
+            running.close()
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer()  # llm.close(), once

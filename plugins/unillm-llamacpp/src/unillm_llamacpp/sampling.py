@@ -86,9 +86,10 @@ class SamplerChain:
             "sampler_chain": names,
         }
 
-    def sample(self, ctx: Any) -> int:
-        """Draw from the logits of the last evaluated position and accept the token."""
-        return self._lib.llama_sampler_sample(self.chain, ctx, -1)
+    def sample(self, ctx: Any, index: int = -1) -> int:
+        """Draw from the logits at `index` of the last decoded batch (-1: its last position)
+        and accept the token."""
+        return self._lib.llama_sampler_sample(self.chain, ctx, index)
 
     def close(self) -> None:
         if self.chain is not None:

@@ -1,0 +1,223 @@
+"""The llama.cpp engine's running batch: several sequences decoded in one `llama_decode` call.
+
+This is what llama-server's slots do: one llama.cpp context with `parallel` sequences
+(`n_seq_max`), each with its own KV cells; every step builds one `llama_batch` holding each
+decoding sequence's last token and chunks of the prompts still being read (every token tagged
+with its sequence id and position), decodes it, and samples each sequence's next token from
+the logits at its own row with that request's own sampler chain (`sequence.Sequence`, the same
+code the one-at-a-time path runs). Requests join at the next step when a sequence is free, and
+leave (their cells cleared) when they end or are cancelled.
+
+Exactness: every sequence has its own KV stream (`kv_unified=False`), laid out as in a
+context of its own, the same KV type and the same sampler chain as the one-at-a-time path, so
+a request's tokens do not depend on its batch-mates (tests check greedy tokens are equal).
+
+It runs in its own context beside the engine's (the model's weights are shared), in a daemon
+thread; `llama_decode` releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+from unillm import EngineRequest, EngineResult, RunningBatch, TokenEvent
+
+from .sequence import Sequence
+
+
+class _Active:
+    """A request holding one of the context's sequences."""
+
+    __slots__ = ("fed", "index", "next_token", "reading", "reported", "request", "seq", "seq_id",
+                 "sink")
+
+    def __init__(self, request: EngineRequest, sink: Any, seq: Sequence, seq_id: int):
+        self.request, self.sink, self.seq, self.seq_id = request, sink, seq, seq_id
+        self.fed = 0  # tokens of the sequence in its KV cells (prompt, then generated)
+        self.next_token: int | None = None  # sampled, not yet fed
+        self.index: int | None = None  # its logits row in the current batch
+        self.reading = 0  # prompt tokens in the current batch
+        self.reported = False
+
+
+class LlamaRunningBatch(RunningBatch):
+    """`parallel` sequences of `slot_ctx` KV cells each, decoded together (see module doc)."""
+
+    def __init__(self, engine: Any, *, parallel: int, slot_ctx: int):
+        self.engine = engine
+        self.lib = lib = engine._lib
+        self.parallel, self.slot_ctx = parallel, slot_ctx
+        params = type(engine.llm.context_params).from_buffer_copy(engine.llm.context_params)
+        params.n_ctx = parallel * slot_ctx
+        params.n_seq_max = parallel
+        params.kv_unified = False
+        params.n_batch = params.n_ubatch = max(int(params.n_batch), parallel)
+        self.batch_tokens = int(params.n_batch)
+        self.ctx = lib.llama_init_from_model(engine.llm._model.model, params)
+        if not self.ctx:
+            raise RuntimeError(f"llama.cpp could not create a context of {parallel} sequences "
+                               f"x {slot_ctx} cells")
+        self.memory = lib.llama_get_memory(self.ctx)
+        self.batch = lib.llama_batch_init(self.batch_tokens, 0, 1)
+        self.received = {"parallel": parallel, "slot_ctx": slot_ctx, "kv_unified": False,
+                         "n_batch": self.batch_tokens}
+        self._free = list(range(parallel - 1, -1, -1))
+        self._waiting: collections.deque[tuple[EngineRequest, Any]] = collections.deque()
+        self._cancelled: set[EngineRequest] = set()
+        self._active: dict[EngineRequest, _Active] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name="unillm-llamacpp-batch")
+        self._thread.start()
+
+    # -- the contract --------------------------------------------------------------------
+    def refusal(self, request: EngineRequest) -> str | None:
+        if len(request.prompt_token_ids or ()) + request.params.max_tokens > self.slot_ctx:
+            return "prompt"
+        return None
+
+    def add(self, request: EngineRequest, sink: Any) -> None:
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the engine was closed")
+            self._waiting.append((request, sink))
+        self._wake.set()
+
+    def cancel(self, request: EngineRequest) -> None:
+        with self._lock:
+            self._cancelled.add(request)
+        self._wake.set()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self.lib.llama_batch_free(self.batch)
+            self.lib.llama_free(self.ctx)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            events = self._admit()
+            if self._stopping:
+                break
+            if events:
+                self._deliver(events)
+            if not self._active:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            try:
+                events = self._step()
+            except Exception as exc:  # noqa: BLE001 - every running request gets it
+                events = [(a.request, a.sink, exc) for a in list(self._active.values())]
+                for a in list(self._active.values()):
+                    self._release(a)
+            self._deliver(events)
+        for a in list(self._active.values()):
+            self._release(a)
+        error = RuntimeError("the engine was closed")
+        self._deliver([(r, s, error) for r, s in self._waiting])
+
+    def _admit(self) -> list[tuple[EngineRequest, Any, Any]]:
+        """Apply cancellations, then give free sequences to waiting requests."""
+        failed = []
+        with self._lock:
+            cancelled, self._cancelled = self._cancelled, set()
+            if cancelled:
+                self._waiting = collections.deque(
+                    (r, s) for r, s in self._waiting if r not in cancelled)
+            admitted = []
+            while self._free and self._waiting:
+                admitted.append((*self._waiting.popleft(), self._free.pop()))
+        for request in cancelled:
+            active = self._active.get(request)
+            if active is not None:
+                self._release(active)
+        for request, sink, seq_id in admitted:
+            try:
+                seq = Sequence(self.engine, request)
+            except Exception as exc:  # noqa: BLE001 - reported to that request only
+                self._free.append(seq_id)
+                failed.append((request, sink, exc))
+                continue
+            self._active[request] = _Active(request, sink, seq, seq_id)
+        return failed
+
+    def _release(self, active: _Active) -> None:
+        self._active.pop(active.request, None)
+        self.lib.llama_memory_seq_rm(self.memory, active.seq_id, -1, -1)
+        active.seq.close()
+        with self._lock:
+            self._free.append(active.seq_id)
+
+    def _step(self) -> list[tuple[EngineRequest, Any, Any]]:
+        """One `llama_decode` over every running sequence, then one token each."""
+        batch, budget = self.batch, self.batch_tokens
+        n = 0
+
+        def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, pos, 1
+            batch.seq_id[n][0], batch.logits[n] = seq_id, logits
+            n += 1
+
+        # In sequence-id order: llama.cpp splits a batch over separate KV streams into
+        # micro-batches of consecutive sequences, so ids out of order cut it into many small
+        # ones (measured: 64 decoding sequences took as long as 64 single-token decodes).
+        running = sorted(self._active.values(), key=lambda a: a.seq_id)
+        reading = []
+        for a in running:  # decoding sequences first: one token each
+            a.index, a.reading = None, 0
+            if a.next_token is not None:
+                a.index = n
+                put(a.next_token, a.fed, a.seq_id, True)
+            else:
+                reading.append(a)
+        for a in reading:  # then prompt chunks while the batch has room
+            prompt = a.seq.prompt
+            take = a.reading = min(len(prompt) - a.fed, budget - n)
+            if take <= 0:
+                break
+            for k in range(take):
+                last = a.fed + k == len(prompt) - 1
+                if last:
+                    a.index = n
+                put(prompt[a.fed + k], a.fed + k, a.seq_id, last)
+        batch.n_tokens = n
+        code = self.lib.llama_decode(self.ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
+        events = []
+        for a in list(self._active.values()):
+            a.fed += 1 if a.next_token is not None else a.reading
+            if a.index is None:  # still reading its prompt
+                continue
+            step = a.seq.step(self.ctx, a.index)
+            a.next_token = step.token
+            result = None
+            if not a.reported:
+                a.reported = True
+                result = EngineResult(received={**a.seq.received, **self.received})
+            events.append((a.request, a.sink, TokenEvent(
+                0, (step.token,), finish_reason=step.finish, stop_reason=step.stop_reason,
+                logprobs=[step.logprob] if step.logprob is not None else None,
+                result=result)))
+            if step.finish is not None:
+                self._release(a)
+        return events
+
+    @staticmethod
+    def _deliver(events: list[tuple[EngineRequest, Any, Any]]) -> None:
+        by_sink: dict[int, tuple[Any, list]] = {}
+        for request, sink, event in events:
+            by_sink.setdefault(id(sink), (sink, []))[1].append((request, event))
+        for sink, items in by_sink.values():
+            sink(items)
+

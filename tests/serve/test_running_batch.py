@@ -1,0 +1,316 @@
+"""The engines' running batches (continuous batching) through the library: `stream_many` runs
+its prompts there when the batch takes all of them. What must hold: greedy tokens equal the
+static path's (`generate`), whatever else runs in the batch; per-request parameters honoured;
+what the batch cannot honour refused by name and run on the static path; a cancelled prompt
+leaving the batch while the others go on.
+
+transformers: its continuous-batching manager (unillm/backends/hf_continuous.py); llama.cpp:
+several sequences in one `llama_decode` batch (unillm_llamacpp/batching.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import unillm
+from unillm import SamplingParams as SP
+from unillm.testing import build_test_model
+
+from ..conftest import require_engine
+
+PROMPTS = ["def fibonacci(n):", "The quick brown fox", "x", "import os\nimport sys\n",
+           "Hello, world! Bonjour, le monde ! 東京は日本の首都です。", "class Stack:\n    def push(self, item):",
+           "SELECT * FROM users WHERE", "for i in range(10):"]
+
+
+def _stream_many(gen, prompts, params):
+    texts: dict[int, str] = {}
+    completions: dict[int, unillm.Completion] = {}
+    for index, item in gen.stream_many(prompts, params):
+        assert index not in completions, "an item came after that prompt's Completion"
+        if isinstance(item, unillm.Completion):
+            completions[index] = item
+        else:
+            texts[index] = texts.get(index, "") + item.text
+    return texts, [completions[i] for i in range(len(prompts))]
+
+
+def _ran_in_the_running_batch(completion: unillm.Completion, engine: str) -> bool:
+    key = "continuous_batching" if engine == "transformers" else "parallel"
+    return key in completion.engine_params
+
+
+@pytest.fixture(scope="module", params=["llama-tiny", "gpt2-tiny"])
+def hf(request):
+    require_engine("transformers")
+    gen = unillm.load("transformers", str(build_test_model(request.param)), dtype="float32")
+    yield gen
+    gen.close()
+
+
+@pytest.fixture(scope="module")
+def llamacpp():
+    require_engine("llamacpp")
+    gen = unillm.load("llamacpp", str(build_test_model("llama-tiny")), quantization="f32",
+                      kv_cache_type="f32", parallel=3)
+    yield gen
+    gen.close()
+
+
+@pytest.fixture(params=["transformers", "llamacpp"])
+def gen(request, hf, llamacpp):
+    return hf if request.param == "transformers" else llamacpp
+
+
+def test_greedy_tokens_equal_the_static_path_whatever_the_batch_holds(gen):
+    """Prompts of every length, per-prompt max_tokens, rows ending at eos while others go on,
+    a stop string (the core's) and a stop token: the same tokens, text and finish reasons as
+    `generate`, one prompt at a time or in static batches."""
+    base = gen.generate(PROMPTS, SP(max_tokens=40, temperature=0.0))
+    stop_text = base[0].text[5:9] or "e"
+    stop_id = base[1].token_ids[6]
+    params = [SP(max_tokens=40 - 3 * i, temperature=0.0) for i in range(len(PROMPTS))]
+    params[0] = params[0].replace(stop=[stop_text])
+    params[1] = params[1].replace(stop_token_ids=[stop_id])
+    params[2] = params[2].replace(ignore_eos=True, max_tokens=50)
+    expected = gen.generate(PROMPTS, params)
+    # What a stream of the prompt alone sends (a native stop token's text is streamed before
+    # the engine says it stopped, on every path: the streamed text is compared with that).
+    streamed = ["".join(c.text for c in gen.stream(p, sp)) for p, sp in zip(PROMPTS, params)]
+    texts, got = _stream_many(gen, PROMPTS, params)
+    engine = gen.engine_name
+    for index, (want, have) in enumerate(zip(expected, got)):
+        assert _ran_in_the_running_batch(have, engine), have.engine_params
+        assert have.token_ids == want.token_ids, f"prompt {index}"
+        assert have.text == want.text
+        assert texts.get(index, "") == streamed[index]
+        assert have.finish_reason == want.finish_reason
+        assert have.samples[0].stop_reason == want.samples[0].stop_reason
+    assert got[0].samples[0].stop_reason == stop_text
+    assert got[1].finish_reason == "stop" and got[1].samples[0].stop_reason == stop_id
+    assert len(got[2].token_ids) == 50
+
+
+def test_a_prompt_longer_than_one_step_is_read_over_several(gen):
+    """~1,000 prompt tokens: more than one step takes (512), so the prompt is read over several
+    steps while the other prompts decode; still the static path's tokens."""
+    long = "def f(x):\n    return x * 2\n" * 90
+    assert len(gen.tokenizer.encode(long)) > 600
+    prompts = [long, PROMPTS[0], long[:900]]
+    params = SP(max_tokens=20, temperature=0.0, ignore_eos=True)
+    expected = gen.generate(prompts, params)
+    _, got = _stream_many(gen, prompts, params)
+    assert all(_ran_in_the_running_batch(c, gen.engine_name) for c in got)
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+
+
+def _counting_sinks(running) -> tuple[list[int], object]:
+    """Wrap `running.add` so that each sink call's event count is recorded (one wrapper per
+    sink, as the engine groups a step's events by sink); returns (counts, the original)."""
+    counts: list[int] = []
+    original = running.add
+    wrapped: dict[int, object] = {}
+
+    def counting_add(request, sink):
+        def counted(events):
+            counts.append(len(events))
+            sink(events)
+        original(request, wrapped.setdefault(id(sink), counted))
+
+    running.add = counting_add
+    return counts, original
+
+
+def test_a_step_is_handed_over_whole(gen):
+    """All the prompts' events of one step reach the consumer in one call (one wake-up of a
+    server's event loop per step, not one per request)."""
+    running = gen.running_batch()
+    counts, original = _counting_sinks(running)
+    try:
+        _, got = _stream_many(gen, PROMPTS[:3], SP(max_tokens=8, temperature=0.0,
+                                                   ignore_eos=True))
+    finally:
+        running.add = original
+    assert all(len(c.token_ids) == 8 for c in got)
+    assert max(counts) == 3 and sum(counts) >= 3 * 8
+
+
+def test_more_prompts_than_the_batch_runs_at_once_wait_for_a_slot(llamacpp):
+    """parallel=3 sequences, 8 prompts: the others join as sequences free up."""
+    params = SP(max_tokens=12, temperature=0.0, ignore_eos=True)
+    expected = llamacpp.generate(PROMPTS, params)
+    _, got = _stream_many(llamacpp, PROMPTS, params)
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+
+
+def test_per_request_sampling_parameters_are_honoured(hf):
+    """The sampling manager varies temperature, top-k and top-p per request: top_k=1 leaves
+    only the argmax (the greedy text), next to requests that really sample."""
+    greedy = hf.generate(PROMPTS[:4], SP(max_tokens=16, temperature=0.0))
+    params = [SP(max_tokens=16, temperature=0.8, top_k=1), SP(max_tokens=16, temperature=1.3),
+              SP(max_tokens=16, temperature=0.7, top_k=1, top_p=0.9),
+              SP(max_tokens=16, temperature=1.0, top_p=0.5)]
+    _, got = _stream_many(hf, PROMPTS[:4], params)
+    assert all(_ran_in_the_running_batch(c, "transformers") for c in got)
+    assert got[0].token_ids == greedy[0].token_ids
+    assert got[2].token_ids == greedy[2].token_ids
+    assert got[0].engine_params["top_k"] == 1 and got[1].engine_params["temperature"] == 1.3
+    assert all(len(c.token_ids) >= 1 for c in got)
+
+
+def test_seeded_sampling_and_logprobs_on_llamacpp_equal_the_static_path(llamacpp):
+    """llama.cpp's running batch samples each sequence with its own chain (its own seed), so
+    everything the static path honours is honoured here too, exactly."""
+    params = [SP(max_tokens=12, temperature=0.9, top_k=40, seed=7 + i, logprobs=2)
+              for i in range(4)]
+    expected = llamacpp.generate(PROMPTS[:4], params)
+    _, got = _stream_many(llamacpp, PROMPTS[:4], params)
+    assert all(_ran_in_the_running_batch(c, "llamacpp") for c in got)
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+    for want, have in zip(expected, got):
+        assert [lp.logprob for lp in have.samples[0].logprobs] == pytest.approx(
+            [lp.logprob for lp in want.samples[0].logprobs], abs=1e-5)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("logprobs", 1), ("repetition_penalty", 1.3), ("presence_penalty", 0.5),
+    ("frequency_penalty", 0.5), ("min_p", 0.1), ("n", 2), ("seed", 3), ("min_tokens", 3)])
+def test_what_transformers_running_batch_cannot_vary_is_refused_by_name(hf, field, value):
+    params = SP(max_tokens=8, temperature=0.8, **{field: value})
+    prepared = hf.prepare(PROMPTS[0], params)
+    running = hf.running_batch()
+    assert running is not None
+    assert running.refusal(prepared.requests[0]) == field
+    # ... so the prompt runs on the static path, with the same result as generate
+    _, (got,) = _stream_many(hf, [PROMPTS[0]], params)
+    assert not _ran_in_the_running_batch(got, "transformers")
+
+
+def test_min_tokens_is_accepted_when_nothing_could_stop_the_sample_early(hf):
+    running = hf.running_batch()
+    params = SP(max_tokens=8, temperature=0.0, min_tokens=4, ignore_eos=True)
+    (request,) = hf.prepare(PROMPTS[0], params).requests
+    assert running.refusal(request) is None
+
+
+def test_a_mixed_list_runs_on_the_static_path_with_the_same_results(hf):
+    params = [SP(max_tokens=10, temperature=0.0), SP(max_tokens=10, temperature=0.0, logprobs=1)]
+    expected = hf.generate(PROMPTS[:2], params)
+    _, got = _stream_many(hf, PROMPTS[:2], params)
+    assert not any(_ran_in_the_running_batch(c, "transformers") for c in got)
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+
+
+def test_a_prompt_too_long_for_a_sequence_runs_on_the_static_path(tiny_llama):
+    require_engine("llamacpp")
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=2, parallel_ctx=32)
+    try:
+        (request,) = gen.prepare(PROMPTS[0], SP(max_tokens=40, temperature=0.0)).requests
+        assert gen.running_batch().refusal(request) == "prompt"
+        expected = gen.generate(PROMPTS[0], SP(max_tokens=40, temperature=0.0))
+        _, (got,) = _stream_many(gen, [PROMPTS[0]], SP(max_tokens=40, temperature=0.0))
+        assert got.token_ids == expected.token_ids
+        assert not _ran_in_the_running_batch(got, "llamacpp")
+    finally:
+        gen.close()
+
+
+def test_cancelling_one_prompt_frees_its_sequence_for_the_next(tiny_llama):
+    """Two sequences, three long prompts: the third starts only when a sequence frees up, and
+    cancelling the first frees one at once (the second is still running when the third ends)."""
+    require_engine("llamacpp")
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=2)
+    try:
+        params = [SP(max_tokens=400, temperature=0.0, ignore_eos=True)] * 2 + [
+            SP(max_tokens=5, temperature=0.0, ignore_eos=True)]
+        seen = {0: 0, 1: 0, 2: 0}
+        order = []
+        with gen.stream_many(PROMPTS[:3], params) as multi:
+            for index, item in multi:
+                if isinstance(item, unillm.Completion):
+                    order.append((index, item.finish_reason))
+                    if index == 2:
+                        break
+                    continue
+                seen[index] += 1
+                if index == 0 and seen[0] == 20:
+                    assert seen[2] == 0, "the third prompt ran before a sequence was free"
+                    multi.cancel(0)
+        assert order == [(0, "abort"), (2, "length")]
+        assert seen[1] < 400, "the third prompt waited for the second to end"
+    finally:
+        gen.close()
+
+
+def test_static_calls_while_the_running_batch_runs_keep_their_results(gen):
+    """`generate` while other prompts stream through the running batch: both give the tokens
+    they give alone (transformers pauses its batch meanwhile: running both at once was found
+    to change the static call's tokens)."""
+    import threading
+
+    params = SP(max_tokens=30, temperature=0.0, ignore_eos=True)
+    alone = [c.token_ids for c in gen.generate(PROMPTS[:3], params)]
+    stop = threading.Event()
+    batched: list[list] = []
+
+    def stream_continuously():
+        while not stop.is_set():
+            _, got = _stream_many(gen, PROMPTS[:3], params)
+            batched.append([c.token_ids for c in got])
+
+    thread = threading.Thread(target=stream_continuously)
+    thread.start()
+    try:
+        static = [[c.token_ids for c in gen.generate(PROMPTS[:3], params)] for _ in range(4)]
+    finally:
+        stop.set()
+        thread.join()
+    assert batched, "nothing ran through the running batch"
+    assert all(s == alone for s in static)
+    assert all(b == alone for b in batched)
+
+
+def test_vllm_engine_running_batch_with_a_stand_in_for_vllms_engine(tiny_llama):
+    """unillm's vLLM engine code (VllmEngine, its driver, its running batch) over a stand-in
+    for vLLM's `LLMEngine` (tests/servers/vllm_standin.py): vLLM's kernels need AVX-512, and
+    tests/engines/test_vllm.py runs the real one where they can. stream_many goes through the
+    running batch, whole steps at once, with the tokens the engine produced; a cancelled prompt
+    is aborted in the engine while the others go on."""
+    from ..servers.vllm_standin import standin_engine
+
+    engine = standin_engine(tiny_llama, 0.001, 256)
+    gen = unillm.Generator(engine, engine_name="vllm", model=tiny_llama)
+    try:
+        assert gen.running_batch() is not None
+        params = SP(max_tokens=12, temperature=0.0)
+        expected = gen.generate(PROMPTS, params)
+        running = gen.running_batch()
+        sinks, original = _counting_sinks(running)
+        try:
+            texts, got = _stream_many(gen, PROMPTS, params)
+        finally:
+            running.add = original
+        assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+        assert all(len(c.token_ids) == 12 for c in got)
+        assert [texts.get(i, "") for i in range(len(PROMPTS))] == [c.text for c in got]
+        assert got[0].engine_params["output_kind"] == "DELTA"
+        assert max(sinks) > 1, "events were not handed over a step at a time"
+
+        long = SP(max_tokens=400, temperature=0.0)
+        seen: dict[int, int] = {}
+        done = {}
+        with gen.stream_many(PROMPTS[:3], [long, params, params]) as multi:
+            for index, item in multi:
+                if isinstance(item, unillm.Completion):
+                    done[index] = item
+                    continue
+                seen[index] = seen.get(index, 0) + 1
+                if index == 0 and seen[0] == 3:
+                    multi.cancel(0)
+        assert done[0].finish_reason == "abort" and len(done[0].token_ids) < 400
+        assert [done[1].token_ids, done[2].token_ids] == [c.token_ids for c in expected[1:3]]
+        assert not engine.driver.engine.requests, "the cancelled request still runs"
+    finally:
+        gen.close()
