@@ -34,11 +34,7 @@ from ..engine import (
     ScoreResult,
     TokenEvent,
 )
-from ..errors import (
-    EngineError,
-    InvalidParameterError,
-    UnknownParameterError,
-)
+from ..errors import EngineError, InvalidParameterError, UnknownParameterError
 from ..hookspecs import hookimpl
 from ..params import SamplingParams
 from ..results import TokenLogprob

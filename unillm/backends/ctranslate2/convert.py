@@ -178,3 +178,25 @@ def _eos_ids(source: str, revision: str | None, trust_remote_code: bool, config)
     if eos is None:
         return set()
     return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+
+
+def read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return {}
+
+
+def read_vocabulary(path: str) -> list[str]:
+    """CTranslate2's own id -> token string table: prompt ids are turned into exactly the
+    strings it maps back to the same ids."""
+    as_json = os.path.join(path, "vocabulary.json")
+    if os.path.isfile(as_json):
+        with open(as_json, encoding="utf-8") as fh:
+            return json.load(fh)
+    as_text = os.path.join(path, "vocabulary.txt")
+    if os.path.isfile(as_text):
+        with open(as_text, encoding="utf-8") as fh:
+            return [line.rstrip("\n") for line in fh]
+    raise FileNotFoundError(f"{path} has no vocabulary.json or vocabulary.txt")  # load wraps it

@@ -31,7 +31,6 @@ samples by score), so sample i is always row i.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import weakref
@@ -58,7 +57,13 @@ from ...errors import EngineError, InvalidParameterError
 from ...params import SamplingParams
 from ...timing import now
 from .choice import NOTES
-from .convert import ensure_converted, is_ctranslate2_model, read_metadata
+from .convert import (
+    ensure_converted,
+    is_ctranslate2_model,
+    read_json,
+    read_metadata,
+    read_vocabulary,
+)
 
 log = logging.getLogger("unillm.ctranslate2")
 
@@ -171,7 +176,7 @@ class CTranslate2Engine(Engine):
             self.path = str(ensure_converted(model, options.compute_type, revision=options.revision,
                                              trust_remote_code=options.trust_remote_code))
         self.metadata = read_metadata(self.path)
-        self.vocabulary = _read_vocabulary(self.path)
+        self.vocabulary = read_vocabulary(self.path)
         self.tokenizer = self._load_tokenizer()
         self.context_length = self.metadata.get("context_length")
         self.seeded_reloads = 0
@@ -209,7 +214,7 @@ class CTranslate2Engine(Engine):
                 "tokenizer='<Hugging Face tokenizer path or hub id>'",
             ) from exc
         eos = set(self.metadata.get("eos_token_ids") or ())
-        ct2_eos = _read_json(os.path.join(self.path, "config.json")).get("eos_token")
+        ct2_eos = read_json(os.path.join(self.path, "config.json")).get("eos_token")
         if ct2_eos in self.vocabulary:  # CTranslate2's own default end token
             eos.add(self.vocabulary.index(ct2_eos))
         return HFTokenizer(hf, extra_eos_ids=eos)
@@ -420,28 +425,6 @@ class CTranslate2Engine(Engine):
 
     def close(self) -> None:
         self._generator = None
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return {}
-
-
-def _read_vocabulary(path: str) -> list[str]:
-    """CTranslate2's own id -> token string table: prompt ids are turned into exactly the
-    strings it maps back to the same ids."""
-    as_json = os.path.join(path, "vocabulary.json")
-    if os.path.isfile(as_json):
-        with open(as_json, encoding="utf-8") as fh:
-            return json.load(fh)
-    as_text = os.path.join(path, "vocabulary.txt")
-    if os.path.isfile(as_text):
-        with open(as_text, encoding="utf-8") as fh:
-            return [line.rstrip("\n") for line in fh]
-    raise FileNotFoundError(f"{path} has no vocabulary.json or vocabulary.txt")  # load wraps it
 
 
 def _output_ids(sequence: list[int], prompt: list[int], with_prompt: bool) -> list[int]:
