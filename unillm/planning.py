@@ -229,7 +229,9 @@ def tool_mode(choice: str, caps: Capabilities, engine: str, params: SamplingPara
             "leave structured unset, or set tool_choice='none'")
     if choice == "none":
         return "none"
-    constrains = "structured" in caps.params
+    # Tool calls are enforced with a grammar: an engine that constrains only some kinds
+    # (CTranslate2: choice) cannot enforce them.
+    constrains = "structured" in caps.params and "grammar" in caps.structured_kinds
     if choice in ("required", "function") and not constrains:
         raise UnsupportedParameterError(
             engine, "tool_choice", choice if choice == "required" else "{a named function}",
