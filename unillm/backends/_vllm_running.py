@@ -44,10 +44,13 @@ class _Waiter(driver.Waiter):
     def __init__(self, engine: Any, request: EngineRequest, record: dict[str, Any],
                  buffer: _SinkBuffer, done: Any):
         self.engine, self.request, self.buffer, self.done = engine, request, buffer, done
+        self.record = record
         self.result: EngineResult | None = EngineResult(received=record)
 
     def deliver(self, output: Any) -> None:
-        for event in self.engine._events(output, self.request.params.logprobs):
+        # No prompt logprobs here: the running batch refuses requests that ask for them.
+        for event in self.engine._events(output, self.request.params.logprobs, self.record,
+                                         None):
             if self.result is not None:  # what ran, with the first event
                 event.result, self.result = self.result, None
             self.buffer.add(self.request, event)
