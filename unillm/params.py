@@ -78,6 +78,11 @@ class TokenBias(dict):
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items())))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt whole: pickle's default for a dict subclass fills it item by item, which
+        # the read-only mapping refuses (Ray replicas pickle parameters).
+        return (TokenBias, (dict(self),))
+
     def _read_only(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("SamplingParams.logit_bias is read-only: use params.replace(...)")
 

@@ -218,3 +218,15 @@ def test_engines_without_a_logits_hook_refuse_with_the_reason(tiny_llama):
             with pytest.raises(unillm.UnsupportedParameterError,
                                match=f"{field} = .*no hook on the logits"):
                 g.generate("x", SP(**{field: value}))
+
+
+def test_params_with_token_rules_survive_pickling():
+    """Ray replicas pickle parameters: a read-only bias must come back equal, and still
+    read-only."""
+    import pickle
+
+    params = SP(logit_bias={2: 1.5, 7: -100.0}, allowed_token_ids=[2, 7], bad_words=["x"])
+    back = pickle.loads(pickle.dumps(params))
+    assert back == params and hash(back) == hash(params)
+    with pytest.raises(TypeError, match="read-only"):
+        back.logit_bias[3] = 1.0
