@@ -16,6 +16,7 @@ from typing import Any
 from .decoding import Final, finalize
 from .engine import EngineRequest, EngineResult, EngineSequence, TokenEvent
 from .errors import BatchError, EngineError, UnillmError
+from .params import SamplingParams
 from .prepared import Prepared
 from .results import Completion, Completions, Sample, TokenLogprob
 from .timing import RunTiming, Timing, TimingSource
@@ -185,7 +186,8 @@ class BatchOutcome:
                               f"request, got {type(result).__name__}")
         return result
 
-    def completions(self, prepared: Sequence[Prepared], decode: Decode | None, *, start: float,
+    def completions(self, prepared: Sequence[Prepared],
+                    decoder: Callable[[SamplingParams], Decode | None], *, start: float,
                     end: float, token_ids_engine: bool) -> Completions:
         """The call's `Completions`, or `BatchError` if some prompts failed: a prompt fails
         when any of its engine requests did."""
@@ -199,7 +201,7 @@ class BatchOutcome:
                 partial.append(None)
                 continue
             results = [self.done[r] for r in job.requests]
-            samples = batch_samples(job, results, decode, start=start, end=end,
+            samples = batch_samples(job, results, decoder(job.params), start=start, end=end,
                                     token_ids_engine=token_ids_engine)
             out.append(build_completion(self.engine_name, job, samples, results))
             partial.append(out[-1])

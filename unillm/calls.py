@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
+from .decoding import decoder
 from .engine import Engine, EngineRequest, ScoreRequest, ScoreResult, TokenEvent
 from .errors import PartialBatchFailure, UnillmError, as_engine_error
+from .params import SamplingParams
 
 T = TypeVar("T")
 
@@ -33,6 +35,13 @@ class EngineCalls:
         """The tokenizer's decode for engines that return token ids; None for text engines."""
         tok = self.engine.tokenizer
         return tok.decode if (tok is not None and self.engine.capabilities.token_ids) else None
+
+    def decoder(self, params: SamplingParams) -> Callable[[Sequence[int]], str] | None:
+        """The decode for one request's samples (`decoding.decoder`); None for text engines."""
+        tok = self.engine.tokenizer
+        if tok is None or not self.engine.capabilities.token_ids:
+            return None
+        return decoder(tok, params)
 
     def native(self, method: str) -> bool:
         """Whether the engine overrides the base class's fallback for `method`."""

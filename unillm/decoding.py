@@ -11,8 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .params import SamplingParams
 
 Decode = Callable[[Sequence[int]], str]
+
+
+def decoder(tokenizer: Any, params: SamplingParams) -> Decode:
+    """The decode a sample's text comes from: the tokenizer's `decode` (special tokens
+    skipped), or with `params.skip_special_tokens` False its `decode_with_special` (kept, as
+    vLLM's detokenizer does). Batch text, streamed text and stop-string matching all use it, so
+    they see the same text; a terminating eos/stop token stays out either way (`finalize`)."""
+    return tokenizer.decode if params.skip_special_tokens else tokenizer.decode_with_special
 
 REPLACEMENT_CHAR = "\ufffd"
 

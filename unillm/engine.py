@@ -40,9 +40,11 @@ __all__ = [  # the plugin contract; PartialBatchFailure lives with the other err
 
 ALL_FIELDS: frozenset[str] = frozenset(SamplingParams.model_fields)
 
-EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n", "prompt_logprobs"})
+EMULATED_BY_CORE: frozenset[str] = frozenset({"stop", "stop_token_ids", "n", "prompt_logprobs",
+                                              "skip_special_tokens"})
 """Fields unillm implements itself for an engine that lacks them (see docs/sampling.md);
-`prompt_logprobs` only on an engine that can score (`Capabilities.score`)."""
+`prompt_logprobs` only on an engine that can score (`Capabilities.score`), and
+`skip_special_tokens` only on an engine that returns token ids (the core decodes them)."""
 
 
 @runtime_checkable
@@ -51,8 +53,10 @@ class Tokenizer(Protocol):
 
     Optionally also `vocab_size` (an int), which a server uses to refuse token ids outside
     the vocabulary before they reach (and fail) a shared batch, `encode_plain(text)`
-    (ids without special tokens), which `bad_words` needs, and `bos_token_id` (an int or
-    None), the start token that scoring puts before an empty context when `encode` adds none.
+    (ids without special tokens), which `bad_words` needs, `bos_token_id` (an int or
+    None), the start token that scoring puts before an empty context when `encode` adds none,
+    and `decode_with_special(ids)` (`decode` keeping special tokens, equally prefix-stable),
+    which `SamplingParams.skip_special_tokens=False` needs.
     """
 
     eos_token_ids: frozenset[int]

@@ -174,7 +174,7 @@ class Generator:
                 for group in batch_groups(requests, self.engine.capabilities)]
 
     def _completions(self, jobs: list[Prepared], outcome: BatchOutcome, start: float) -> Completions:
-        return outcome.completions(jobs, self._calls.decode, start=start, end=now(),
+        return outcome.completions(jobs, self._calls.decoder, start=start, end=now(),
                                    token_ids_engine=self.engine.capabilities.token_ids)
 
     # -- batch -----------------------------------------------------------------------------

@@ -202,6 +202,11 @@ class SamplingParams(BaseModel):
     ignore_eos: bool = Field(
         False, description="Keep generating past the end-of-sequence token (fixed-length runs)."
     )
+    skip_special_tokens: bool = Field(
+        True, description="Leave special tokens (end-of-sequence, chat-template markers) out of "
+        "the text; false keeps them, decoded as the tokenizer writes them (vLLM's definition). "
+        "A terminating end-of-sequence or stop token is never part of the text.",
+    )
     logprobs: int | None = Field(
         None, ge=0, le=20, description="Return the log-probability of each generated token and "
         "of this many top alternatives; None means none.",
@@ -287,7 +292,7 @@ def allowed_values(name: str) -> str:
         return "a string or a list of non-empty strings"
     if name == "stop_token_ids":
         return "a token id or a list of token ids, each >= 0"
-    if name == "ignore_eos":
+    if name in ("ignore_eos", "skip_special_tokens"):
         return "true or false"
     if name == "min_tokens":
         return "an integer with 0 <= min_tokens <= max_tokens"

@@ -18,6 +18,8 @@ from .params import SEED_MAX, SamplingParams
 EMULATION_NOTES = {
     "stop": "unillm matches stop strings on the decoded text and stops the sample",
     "stop_token_ids": "unillm stops the sample at the first stop token",
+    "skip_special_tokens": "unillm decodes the engine's token ids itself, keeping special "
+    "tokens when it is false (engines that return token ids only)",
     "n": "unillm runs the prompt n times (seed + i for sample i when seeded; greedy samples "
     "are computed once and copied)",
 }
@@ -136,6 +138,11 @@ def plan(
         emulated.append("prompt_logprobs")
         changes["prompt_logprobs"] = None
     for name, value in params.non_default_fields().items():
+        if name == "skip_special_tokens" and caps.token_ids:
+            # The core decodes every token-id engine's ids (decoding.decoder), whatever the
+            # engine declares; the engine still gets the field (vLLM's stop strings see it).
+            emulated.append(name)
+            continue
         if name in caps.params or name == "prompt_logprobs":
             continue
         if name in EMULATED_BY_CORE:
@@ -155,6 +162,14 @@ def plan(
             raise UnsupportedParameterError(
                 engine, "stop_token_ids", params.stop_token_ids,
                 "this engine returns text without token ids, so unillm cannot stop on them",
+            )
+        if "skip_special_tokens" in emulated:
+            raise UnsupportedParameterError(
+                engine, "skip_special_tokens", params.skip_special_tokens,
+                caps.notes.get("skip_special_tokens") or "this engine returns text that its "
+                "server decoded without special tokens, and unillm cannot put them back; every "
+                "engine that returns token ids keeps them, and so does the openai engine with "
+                "server='vllm' or 'sglang'",
             )
         if "stop" in emulated and params.min_tokens > 0:
             raise UnsupportedParameterError(

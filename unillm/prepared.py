@@ -10,9 +10,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from .decoding import SampleTracker
+from .decoding import SampleTracker, decoder
 from .engine import Engine, EngineRequest
-from .errors import ContextLengthError, EngineError, InvalidParameterError, InvalidPromptError
+from .errors import (
+    ContextLengthError,
+    EngineError,
+    InvalidParameterError,
+    InvalidPromptError,
+    UnsupportedParameterError,
+)
 from .params import SamplingParams
 from .planning import Plan, plan
 
@@ -158,6 +164,10 @@ def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params:
             check_token_ids(params, getattr(tok, "vocab_size", None))
             if params.bad_words:
                 bad_word_sequences(params.bad_words, tok)
+        if not params.skip_special_tokens and not hasattr(tok, "decode_with_special"):
+            raise UnsupportedParameterError(
+                engine_name, "skip_special_tokens", False, "this engine's tokenizer cannot "
+                "decode special tokens (it has no `decode_with_special`)")
     text, ids, msgs = _prompt_ids(engine, engine_name, prompt, messages, tool_plan)
     if tool_plan is not None and tool_plan.choice is not None and \
             tool_plan.choice.template is not None:
@@ -179,7 +189,9 @@ def prepare(engine: Engine, engine_name: str, prompt: PromptLike | None, params:
             and tool_plan.mode == "server" else None,
         )
         if caps.stop_hook and the_plan.rules.active:
-            req.trackers = [SampleTracker(tok.decode if tok else None, the_plan.rules)
+            decode = (decoder(tok, request_params) if caps.token_ids else tok.decode) \
+                if tok is not None else None
+            req.trackers = [SampleTracker(decode, the_plan.rules)
                             for _ in range(request_params.n)]
         requests.append(req)
     return Prepared(params, the_plan, requests, prompt=text, prompt_ids=ids, compile_s=compile_s,

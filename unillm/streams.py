@@ -33,7 +33,7 @@ class StreamAssembler:
     def __init__(self, calls: EngineCalls, prepared: Prepared):
         self.calls = calls
         self.prepared = prepared
-        self.decode = calls.decode
+        self.decode = calls.decoder(prepared.params)
         self.start = now()
         self.trackers: dict[int, SampleTracker] = {}
         self.records: dict[int, SampleRecord] = {}

@@ -15,8 +15,9 @@ from .errors import UnillmError
 
 
 class HFTokenizer:
-    """Wraps a `transformers` tokenizer. Decoding skips special tokens and never cleans up
-    spaces, so that decoding is prefix-stable and streamed text equals batch text."""
+    """Wraps a `transformers` tokenizer. Decoding skips special tokens (`decode_with_special`
+    keeps them) and never cleans up spaces, so that decoding is prefix-stable and streamed text
+    equals batch text."""
 
     def __init__(self, hf_tokenizer: Any, extra_eos_ids: Iterable[int] = ()):
         self.hf = hf_tokenizer
@@ -65,6 +66,13 @@ class HFTokenizer:
         if self._backend_decode is not None:
             return self._backend_decode(list(ids), skip_special_tokens=True)
         return self.hf.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def decode_with_special(self, ids: Sequence[int]) -> str:
+        """`decode` keeping special tokens, written as the vocabulary writes them (for
+        `SamplingParams.skip_special_tokens=False`); as prefix-stable as `decode`."""
+        if self._backend_decode is not None:
+            return self._backend_decode(list(ids), skip_special_tokens=False)
+        return self.hf.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def chat_text(self, messages: Sequence[Mapping[str, Any]],
                   tools: Sequence[Mapping[str, Any]] | None = None) -> str:

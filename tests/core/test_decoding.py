@@ -84,6 +84,20 @@ def test_incremental_detokenizing_concatenates_to_the_full_decode(tok, ids):
     assert released + rest == final.text == full
 
 
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=token_lists)
+def test_keeping_special_tokens_streams_the_same_text_as_a_batch(tok, ids):
+    """skip_special_tokens=False decodes with `decode_with_special`, which must be as
+    prefix-stable as `decode` (ids 0..3 and 256/257 are the two tokenizers' special tokens)."""
+    detok = IncrementalDetokenizer(tok.decode_with_special)
+    full = tok.decode_with_special(ids)
+    assert full.startswith("".join(detok.push([t]) for t in ids))
+    tracker = SampleTracker(tok.decode_with_special, StopRules())
+    released = "".join(tracker.push([t]) for t in ids)
+    final, rest = tracker.finish("length")
+    assert released + rest == final.text == full
+
+
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ids=token_lists, data=st.data())
 def test_streaming_stop_detection_agrees_with_batch_finalize(tok, ids, data):

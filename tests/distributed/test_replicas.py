@@ -93,6 +93,13 @@ def test_two_replicas_give_the_same_outputs_in_order_as_one_engine(replicated, h
     special = SP(max_tokens=30, temperature=0.8, seed=5, n=2, stop=[stop], logprobs=2)
     assert ([s.token_ids for s in replicated.generate(PROMPTS[0], special).samples]
             == [s.token_ids for s in hf_generator.generate(PROMPTS[0], special).samples])
+    # skip_special_tokens=False: the replica's stop hook and the driver decode alike (nearly
+    # uniform sampling: the tiny model then samples some of its special tokens)
+    kept = SP(max_tokens=100, temperature=100.0, seed=0, n=4, ignore_eos=True,
+              skip_special_tokens=False, stop=["\x00never"])
+    texts = [s.text for s in replicated.generate(PROMPTS[0], kept).samples]
+    assert texts == [s.text for s in hf_generator.generate(PROMPTS[0], kept).samples]
+    assert any(m in t for t in texts for m in ("<s>", "</s>", "<unk>", "<pad>"))
 
 
 def test_streaming_async_and_timing_through_replicas(replicated, hf_generator):

@@ -81,7 +81,7 @@ def test_tgi_against_tgi_protocol_standin_server_async(tgi):
 
 @pytest.mark.parametrize("field,value", [
     ("min_p", 0.1), ("presence_penalty", 0.5), ("frequency_penalty", 0.5), ("min_tokens", 2),
-    ("ignore_eos", True), ("logprobs", 1), ("stop_token_ids", [3]),
+    ("ignore_eos", True), ("logprobs", 1), ("stop_token_ids", [3]), ("skip_special_tokens", False),
 ])
 def test_tgi_refuses_what_tgi_cannot_honour(tgi, field, value):
     with pytest.raises(unillm.UnsupportedParameterError, match=field):

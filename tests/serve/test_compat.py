@@ -120,14 +120,35 @@ def test_chat_template_extras_change_the_rendered_prompt(server):
     assert error["param"] == "chat_template_kwargs"
 
 
-@pytest.mark.parametrize("field,value,route", [
-    ("prompt_logprobs", 1, "/v1/chat/completions"),  # served on /v1/completions only
-    ("skip_special_tokens", False, "/v1/completions")])
-def test_extras_the_core_cannot_honour_are_a_named_400(server, field, value, route):
-    body = {"model": MODEL, "prompt": "a", field: value} if route == "/v1/completions" else \
-        {**CHAT, field: value}
+@pytest.mark.parametrize("fields,param,route", [
+    ({"prompt_logprobs": 1}, "prompt_logprobs", "/v1/chat/completions"),  # completions only
+    ({"skip_special_tokens": False, "spaces_between_special_tokens": False},
+     "spaces_between_special_tokens", "/v1/completions")])
+def test_extras_the_core_cannot_honour_are_a_named_400(server, fields, param, route):
+    body = {"model": MODEL, "prompt": "a", **fields} if route == "/v1/completions" else \
+        {**CHAT, **fields}
     error = error_of(server, route, body)
-    assert error["param"] == field and error["code"] == "unsupported_parameter"
+    assert error["param"] == param and error["code"] == "unsupported_parameter"
+
+
+def test_skip_special_tokens_false_is_served_with_the_special_tokens_in_the_text(server):
+    # A small bias on </s> (id 2) makes the tiny model's greedy path take it once, mid-text;
+    # ignore_eos goes on past it (the bias is what the transformers engine applies natively).
+    body = {"model": MODEL, "prompt": "the", "max_tokens": 12, "temperature": 0,
+            "ignore_eos": True, "logit_bias": {"2": 2.5}}
+    dropped = post(server, "/v1/completions", body)["choices"][0]["text"]
+    kept_body = {**body, "skip_special_tokens": False}
+    kept = post(server, "/v1/completions", kept_body)["choices"][0]["text"]
+    assert "</s>" in kept and "</s>" not in dropped
+    assert kept.replace("</s>", "") == dropped
+    streamed = "".join(c["text"] for p in sse_payloads(server, "/v1/completions", kept_body)
+                       for c in p["choices"])
+    assert streamed == kept
+    chat = {**CHAT, "max_tokens": 12, "temperature": 0, "ignore_eos": True,
+            "logit_bias": {"2": 100}}
+    out = post(server, "/v1/chat/completions", {**chat, "skip_special_tokens": False})
+    assert out["choices"][0]["message"]["content"] == "</s>" * 12
+    assert post(server, "/v1/chat/completions", chat)["choices"][0]["message"]["content"] == ""
 
 
 def test_the_context_error_is_worded_as_clients_match_it(server):

@@ -99,7 +99,7 @@ def _vllm_like(**fixed: Any) -> Callable[[SamplingParams], dict[str, Any]]:
             "ignore_eos": p.ignore_eos,
             "stop_token_ids": list(p.stop_token_ids),
             **fixed,
-            "skip_special_tokens": True,
+            "skip_special_tokens": p.skip_special_tokens,
             **_bias(p),
             **({"allowed_token_ids": list(p.allowed_token_ids)} if p.allowed_token_ids else {}),
             **({"bad_words": list(p.bad_words)} if p.bad_words else {}),
@@ -109,7 +109,7 @@ def _vllm_like(**fixed: Any) -> Callable[[SamplingParams], dict[str, Any]]:
 
 
 _VLLM_PARAMS = OPENAI_FIELDS | {"top_k", "min_p", "repetition_penalty", "min_tokens",
-                                "ignore_eos", "stop", "stop_token_ids"}
+                                "ignore_eos", "stop", "stop_token_ids", "skip_special_tokens"}
 
 
 def _bias(p: SamplingParams) -> dict[str, Any]:

@@ -213,8 +213,9 @@ class VllmEngine(Engine):
             ignore_eos=p.ignore_eos,
             logprobs=p.logprobs,
             prompt_logprobs=p.prompt_logprobs,
-            skip_special_tokens=True,
-            # unillm decodes the ids itself; vLLM needs text only to find stop strings.
+            skip_special_tokens=p.skip_special_tokens,
+            # unillm decodes the ids itself (decoding.decoder, the same skip_special_tokens);
+            # vLLM needs text only to find stop strings.
             detokenize=bool(p.stop),
         )
         # What the engine received is the sampling, not the transport: a stream (DELTA) and a

@@ -63,6 +63,9 @@ class _RemoteTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self._call("decode", list(ids))
 
+    def decode_with_special(self, ids: Sequence[int]) -> str:
+        return self._call("decode_with_special", list(ids))
+
     def chat_token_ids(self, messages, tools=None) -> list[int]:
         if tools:
             return self._call("chat_token_ids", [dict(m) for m in messages], list(tools))

@@ -36,12 +36,14 @@ class WireRequest:
         rules = request.trackers[0].rules if request.trackers else None
         return cls(request.params, request.prompt, request.prompt_token_ids, request.messages, rules)
 
-    def to_request(self, decode) -> EngineRequest:
+    def to_request(self, decoder) -> EngineRequest:
+        """`decoder(params)`: the decode for these params' samples (None for text engines)."""
         request = EngineRequest(
             params=self.params, prompt=self.prompt, prompt_token_ids=self.prompt_token_ids,
             messages=self.messages,
         )
         if self.rules is not None:
+            decode = decoder(self.params)
             request.trackers = [SampleTracker(decode, self.rules) for _ in range(self.params.n)]
         return request
 

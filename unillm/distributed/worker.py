@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ..decoding import decoder
 from ..engine import Engine, TokenEvent
 from ..planning import batch_groups
 from ..timing import now
@@ -34,8 +35,7 @@ class _Stream:
     queue; the driver's polls drain it."""
 
     def __init__(self, worker: ReplicaWorker, wires: list[WireRequest]):
-        decode = worker.decode
-        self.requests = [w.to_request(decode) for w in wires]
+        self.requests = [w.to_request(worker.decoder) for w in wires]
         self.queue: queue.Queue[Any] = queue.Queue()
         self.cancelled = threading.Event()
         self.aborted: set[int] = set()
@@ -141,10 +141,12 @@ class ReplicaWorker:
             raise self.load_error or RuntimeError("the replica has no engine")
         return self.engine
 
-    @property
-    def decode(self):
+    def decoder(self, params):
+        """The decode for one request's samples (`decoding.decoder`); None for text engines."""
         tok = self._engine().tokenizer
-        return tok.decode if (tok is not None and self._engine().capabilities.token_ids) else None
+        if tok is None or not self._engine().capabilities.token_ids:
+            return None
+        return decoder(tok, params)
 
     def engine_lock(self):
         """Serialise engine calls unless the engine declares them concurrent, as the
@@ -176,8 +178,7 @@ class ReplicaWorker:
         engine takes together (the driver sends mixed parameters: it balances whole calls)."""
         start = now()
         engine = self._engine()
-        decode = self.decode
-        requests = [w.to_request(decode) for w in wires]
+        requests = [w.to_request(self.decoder) for w in wires]
         samples: list[Any] = [None] * len(requests)
         with self.engine_lock():
             for group in batch_groups(requests, engine.capabilities):

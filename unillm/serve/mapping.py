@@ -6,9 +6,12 @@ The differences from OpenAI's spelling are written here once: `max_completion_to
 -1 or 0 means off, which is unillm's None; OpenAI's `logit_bias` (token ids as strings) is
 `logit_bias`; a completion's `echo` with `logprobs: k` asks for
 `prompt_logprobs=k` (as vLLM's server does), and `echo` with `max_tokens: 0` returns the prompt
-alone (one token is generated and dropped, as vLLM does). Sampling fields the request cannot
-express in unillm (suffix, best_of, skip_special_tokens=false, echo in a
-stream, prompt_logprobs on chat) are a 400 naming the field, never dropped. OpenAI's `response_format` and vLLM's
+alone (one token is generated and dropped, as vLLM does). vLLM's `skip_special_tokens` is
+`SamplingParams.skip_special_tokens` (false keeps special tokens in the text, on every engine
+that returns token ids; a text engine whose server cannot is a 400). Sampling fields the request
+cannot express in unillm (suffix, best_of, echo in a stream, prompt_logprobs on chat,
+spaces_between_special_tokens=false with special tokens kept) are a 400 naming the field,
+never dropped. OpenAI's `response_format` and vLLM's
 `structured_outputs` both become `SamplingParams.structured` (docs/structured.md). A completion without
 max_tokens generates 16 tokens, OpenAI's and vLLM's default (chat: up to the context, as
 theirs); vLLM's output extras are carried in `Mapped` for the response to apply.
@@ -96,12 +99,15 @@ def _common(req: CompletionRequest | ChatRequest,
     if req.prompt_logprobs is not None and (not prompt_logprobs or req.stream):
         raise bad_request("prompt_logprobs is supported on /v1/completions without stream; "
                           "leave it unset", "prompt_logprobs", "unsupported_parameter")
-    if req.skip_special_tokens is False:
-        raise bad_request("skip_special_tokens=false is not supported: unillm's detokenizer "
-                          "always skips special tokens (true, the default)",
-                          "skip_special_tokens", "unsupported_parameter")
-    # spaces_between_special_tokens only changes how special tokens are joined, and they are
-    # always skipped: either value is honoured as vLLM would with skip_special_tokens=true.
+    # skip_special_tokens is SamplingParams' own field (a VLLM_EXTRAS). Where special tokens
+    # are skipped, vLLM ignores spaces_between_special_tokens; where they are kept, unillm
+    # writes them as the tokenizer's decoder joins them, which is vLLM's default (true) on
+    # the fast tokenizers unillm loads; false, which changes that joining, is refused.
+    if req.skip_special_tokens is False and req.spaces_between_special_tokens is False:
+        raise bad_request("spaces_between_special_tokens=false is not supported with "
+                          "skip_special_tokens=false: special tokens are joined as the "
+                          "tokenizer decodes them (true, vLLM's default); leave it unset",
+                          "spaces_between_special_tokens", "unsupported_parameter")
     values = {name: getattr(req, name) for name in _COMMON if getattr(req, name) is not None}
     if req.prompt_logprobs is not None:
         values["prompt_logprobs"] = req.prompt_logprobs

@@ -19,7 +19,7 @@ IGNORED = ("user", "metadata", "store")
 """Accepted and ignored: they label or route a request, never change its tokens."""
 
 VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos",
-               "stop_token_ids", "allowed_token_ids", "bad_words")
+               "stop_token_ids", "allowed_token_ids", "bad_words", "skip_special_tokens")
 """Sampling fields vLLM's OpenAI server accepts beyond OpenAI's own (sent via extra_body)."""
 
 REFUSED = frozenset({"suffix", "best_of"})

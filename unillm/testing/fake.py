@@ -57,6 +57,12 @@ class ByteTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
+    def decode_with_special(self, ids: Sequence[int]) -> str:
+        """`decode` with the start and end tokens written as <s> and </s>."""
+        marks = {BOS: b"<s>", EOS: b"</s>"}
+        return b"".join(marks.get(i, bytes([i]) if i < 256 else b"")
+                        for i in ids).decode("utf-8", errors="replace")
+
     def chat_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
         turns = "".join(f"<{m['role']}>{m.get('content') or ''}\n" for m in messages)
         return turns + "<assistant>"

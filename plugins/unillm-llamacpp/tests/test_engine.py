@@ -113,3 +113,19 @@ def test_a_failing_prompt_does_not_cost_the_rest_of_the_batch_its_results(llama_
     assert [c is None for c in done] == [False, True, False]
     assert done[2].token_ids == llama_f32.generate("fine", params).token_ids
     assert "outside the vocabulary" in str(info.value.errors[1])
+
+
+def test_a_gguf_file_s_tokenizer_keeps_special_tokens_when_asked(gguf_file, hf_model):
+    # A bare .gguf has only llama.cpp's tokenizer: skip_special_tokens=False needs its
+    # `decode_with_special`, which writes control tokens as their text (as the HF one does).
+    from unillm.tokenizer import HFTokenizer
+
+    hf = HFTokenizer.from_pretrained(hf_model("llama-tiny"))
+    with unillm.load("llamacpp", gguf_file("llama-tiny", "f32")) as gen:
+        tok = gen.tokenizer
+        ids = [*tok.encode("x y"), 2, *tok.encode("z")[1:], 0]
+        assert tok.decode_with_special(ids) == hf.decode_with_special(ids)
+        assert "</s>" in tok.decode_with_special(ids) and "</s>" not in tok.decode(ids)
+        out = gen.generate("the", SP(max_tokens=3, temperature=0.0, ignore_eos=True,
+                                     logit_bias={2: 100.0}, skip_special_tokens=False))
+        assert list(out.token_ids) == [2, 2, 2] and out.text == "</s></s></s>"

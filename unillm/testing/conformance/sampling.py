@@ -20,7 +20,7 @@ NON_DEFAULT = {
     "top_p": 0.5, "top_k": 5, "min_p": 0.1, "repetition_penalty": 1.2, "presence_penalty": 0.5,
     "frequency_penalty": 0.5, "seed": 1, "min_tokens": 2, "ignore_eos": True, "logprobs": 2,
     "structured": {"regex": "[a-z]+"}, "logit_bias": {1: 1.0}, "allowed_token_ids": [1, 2],
-    "bad_words": ["x"],
+    "bad_words": ["x"], "skip_special_tokens": False,
 }
 """A value other than the default for every field an engine may leave out."""
 

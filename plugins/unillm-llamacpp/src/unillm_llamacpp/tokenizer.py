@@ -6,7 +6,8 @@ When the model comes as a Hugging Face directory the engine uses that directory'
 
 - `encode` adds bos the way the model's metadata says and parses special tokens written in the
   text (as Hugging Face tokenizers do);
-- `decode` concatenates the tokens' bytes, special tokens skipped, with none of the clean-up
+- `decode` concatenates the tokens' bytes, special tokens skipped (`decode_with_special`
+  writes them), with none of the clean-up
   llama.cpp's `llama_detokenize` applies to BPE vocabularies (" ." -> ".") and none of
   llama-cpp-python's removal of a leading space after bos: decoding must be prefix-stable for
   incremental detokenizing, so streamed text equals batch text;
@@ -38,6 +39,7 @@ class GGUFTokenizer:
             i for i in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(self._vocab, i)
         )
         self._pieces: dict[int, bytes] = {}
+        self._special_pieces: dict[int, bytes] = {}
         self._buffer = ctypes.create_string_buffer(256)
         self.chat_template: str | None = llm.metadata.get("tokenizer.chat_template")
 
@@ -46,16 +48,18 @@ class GGUFTokenizer:
             return ""
         return self._lib.llama_vocab_get_text(self._vocab, token_id).decode("utf-8", "replace")
 
-    def _piece(self, token_id: int) -> bytes:
-        piece = self._pieces.get(token_id)
+    def _piece(self, token_id: int, special: bool = False) -> bytes:
+        """The token's bytes; control tokens have none unless `special` (then their text)."""
+        cache = self._special_pieces if special else self._pieces
+        piece = cache.get(token_id)
         if piece is None:
             n = self._lib.llama_token_to_piece(self._vocab, token_id, self._buffer,
-                                               len(self._buffer), 0, False)
+                                               len(self._buffer), 0, special)
             if n < 0:  # longer than the buffer: llama.cpp returns minus the needed size
                 self._buffer = ctypes.create_string_buffer(-n)
                 n = self._lib.llama_token_to_piece(self._vocab, token_id, self._buffer,
-                                                   len(self._buffer), 0, False)
-            piece = self._pieces[token_id] = self._buffer.raw[:n]
+                                                   len(self._buffer), 0, special)
+            piece = cache[token_id] = self._buffer.raw[:n]
         return piece
 
     def encode(self, text: str) -> list[int]:
@@ -87,6 +91,10 @@ class GGUFTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return b"".join(self._piece(int(i)) for i in ids).decode("utf-8", errors="replace")
+
+    def decode_with_special(self, ids: Sequence[int]) -> str:
+        """`decode` keeping control tokens as their text (`skip_special_tokens=False`)."""
+        return b"".join(self._piece(int(i), True) for i in ids).decode("utf-8", errors="replace")
 
     def chat_text(self, messages: Sequence[Mapping[str, Any]],
                   tools: Sequence[Mapping[str, Any]] | None = None) -> str:
