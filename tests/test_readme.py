@@ -50,7 +50,8 @@ def test_demo_setup_installs_the_extras_the_pages_use():
     out = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh"), "demo", "--print-extras"],
                          capture_output=True, text=True, check=True)
     installed = set(out.stdout.split())
-    needed = {"transformers"}  # the Python blocks load the transformers engine
+    # The Python blocks load the transformers engine, and constrain its output (llguidance).
+    needed = {"transformers", "structured"}
     for block in page_blocks():
         if block.lang == "bash":
             for command in commands(block.code):
