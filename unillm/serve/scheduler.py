@@ -40,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
-from ..errors import QueueFullError
+from ..errors import GeneratorClosedError, QueueFullError
 from ..generator import Generator, Prepared
 from ..results import Chunk, Completion, Completions
 from .config import ServeConfig
@@ -286,7 +286,7 @@ class MicroBatcher(Scheduler):
                 await self._run_generate(batch)
         except asyncio.CancelledError:
             for t in batch:
-                t.deliver(RuntimeError("the server is shutting down"))
+                t.deliver(GeneratorClosedError("the server is shutting down"))  # a 503
             raise
         except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
             for t in batch:
