@@ -72,24 +72,30 @@ def run_latency(
                                reporter=reporter)
     for outcome in outcomes:
         run = run_entry(outcome, model)
-        timings, records, mismatches = [], [], []
-        for rnd, output in enumerate(outcome.outputs):
-            for req in output["requests"]:
-                timing = timing_from_wire(req["timing"])
-                timings.append(timing)
-                records.append(record(timing, round=rnd, prompt_index=req["prompt_index"],
-                                      finish_reason=req["finish_reason"]))
-                if timing.output_tokens != max_tokens:
-                    mismatches.append({"round": rnd, "prompt_index": req["prompt_index"],
-                                       "output_tokens": timing.output_tokens,
-                                       "finish_reason": req["finish_reason"]})
+        point = latency_point(outcome.outputs, max_tokens)
         if outcome.outputs:
             run["engine_params"] = outcome.outputs[0].get("engine_params")
-        if timings or not outcome.error:
-            run["points"].append({
-                "batch_size": 1, "requests": len(timings),
-                "expected_output_tokens": max_tokens, "mismatches": mismatches,
-                "metrics": summarize(timings), "records": records,
-            })
+        if point["requests"] or not outcome.error:
+            run["points"].append(point)
         result["runs"].append(run)
     return set_statuses(result)
+
+
+def latency_point(outputs: Sequence[Mapping[str, Any]], max_tokens: int) -> dict[str, Any]:
+    """The batch-1 point of a contestant's latency rounds (each a worker's output): every
+    request's timing summarized and recorded, and those that did not give exactly
+    `max_tokens` tokens listed as mismatches. `unillm bench quality` measures speed the same
+    way."""
+    timings, records, mismatches = [], [], []
+    for rnd, output in enumerate(outputs):
+        for req in output["requests"]:
+            timing = timing_from_wire(req["timing"])
+            timings.append(timing)
+            records.append(record(timing, round=rnd, prompt_index=req["prompt_index"],
+                                  finish_reason=req["finish_reason"]))
+            if timing.output_tokens != max_tokens:
+                mismatches.append({"round": rnd, "prompt_index": req["prompt_index"],
+                                   "output_tokens": timing.output_tokens,
+                                   "finish_reason": req["finish_reason"]})
+    return {"batch_size": 1, "requests": len(timings), "expected_output_tokens": max_tokens,
+            "mismatches": mismatches, "metrics": summarize(timings), "records": records}

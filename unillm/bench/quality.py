@@ -25,8 +25,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .jobs import fixed_length_params
+from .latency import latency_point
 from .prompts import corpus, latency_prompts, prompt_set_name
-from .results import new_result, record, run_entry, set_statuses, summarize, timing_from_wire
+from .results import new_result, run_entry, set_statuses
 from .runner import Reporter, Round, run_contestants
 from .spec import EngineSpec
 
@@ -101,19 +102,7 @@ def run_quality(
 
 def _point(outputs: Sequence[Any], max_tokens: int, mine: Mapping[str, Any],
            reference: Mapping[str, Any] | None) -> dict[str, Any]:
-    timings, records, mismatches = [], [], []
-    for rnd, output in enumerate(outputs[1:]):
-        for req in output["requests"]:
-            timing = timing_from_wire(req["timing"])
-            timings.append(timing)
-            records.append(record(timing, round=rnd, prompt_index=req["prompt_index"],
-                                  finish_reason=req["finish_reason"]))
-            if timing.output_tokens != max_tokens:
-                mismatches.append({"round": rnd, "prompt_index": req["prompt_index"],
-                                   "output_tokens": timing.output_tokens})
-    return {"batch_size": 1, "requests": len(timings), "expected_output_tokens": max_tokens,
-            "mismatches": mismatches, "metrics": summarize(timings), "records": records,
-            "quality": quality_figures(mine, reference)}
+    return {**latency_point(outputs[1:], max_tokens), "quality": quality_figures(mine, reference)}
 
 
 def quality_figures(mine: Mapping[str, Any], reference: Mapping[str, Any] | None) -> dict[str, Any]:
