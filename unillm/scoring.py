@@ -31,7 +31,7 @@ processing), as lm-eval and vLLM's ``prompt_logprobs`` define it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,6 +272,24 @@ def prepare_rolling(engine: Engine, engine_name: str, texts: Sequence[TextOrIds]
         requests.extend(ScoreRequest(tuple(c), tuple(t)) for c, t in windows)
         items.append(_Item(list(range(first, len(requests))), len(prefix)))
     return ScoreCall(engine_name, True, requests, items)
+
+
+def padded_chunks(indices: Sequence[int], width: Callable[[int], int], budget: int,
+                  max_rows: int | None = None) -> list[list[int]]:
+    """Engines' scoring batches: `indices` shortest first, grouped so that each group's padded
+    size (rows x the widest row's `width`) stays within `budget` and `max_rows`; a row over
+    the budget by itself is a group of one. Sorting first keeps padding small."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(indices, key=width):
+        rows = len(current) + 1
+        if current and (rows * width(i) > budget or (max_rows and rows > max_rows)):
+            chunks.append(current)
+            current = []
+        current.append(i)
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 # -- prompt_logprobs emulated by scoring the prompt ------------------------------------------

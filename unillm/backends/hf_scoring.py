@@ -16,6 +16,7 @@ from typing import Any
 
 from ..engine import EngineRequest, ScoreRequest, ScoreResult
 from ..results import TokenLogprob, TokenScore
+from ..scoring import padded_chunks
 
 TOKENS_PER_PASS = 8192
 """Most (rows x padded width) tokens in one forward pass: bounds the memory of a pass."""
@@ -38,22 +39,6 @@ def prompt_logprobs(engine: Any, requests: Sequence[EngineRequest]) -> list[Any]
     return out
 
 
-def _chunks(requests: Sequence[ScoreRequest], max_rows: int | None) -> list[list[int]]:
-    order = sorted(range(len(requests)), key=lambda i: _length(requests[i]))
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = _length(requests[i])
-        rows = len(current) + 1
-        if current and (rows * width > TOKENS_PER_PASS or (max_rows and rows > max_rows)):
-            chunks.append(current)
-            current = []
-        current.append(i)
-    if current:
-        chunks.append(current)
-    return chunks
-
-
 def _length(request: ScoreRequest) -> int:
     """Tokens fed to the model: all but the last (whose successor is never scored)."""
     return len(request.context_ids) + len(request.continuation_ids) - 1
@@ -64,7 +49,8 @@ def score(engine: Any, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
     model = engine.model_obj
     keeps = "logits_to_keep" in inspect.signature(model.forward).parameters
     out: list[ScoreResult | None] = [None] * len(requests)
-    for chunk in _chunks(requests, engine.options.max_batch_size):
+    for chunk in padded_chunks(range(len(requests)), lambda i: _length(requests[i]),
+                               TOKENS_PER_PASS, engine.options.max_batch_size):
         rows = [requests[i] for i in chunk]
         for i, result in zip(chunk, _score_rows(engine, rows, keeps)):
             out[i] = result

@@ -16,6 +16,7 @@ from typing import Any
 from ...engine import ScoreRequest, ScoreResult
 from ...errors import InvalidPromptError
 from ...results import TokenScore
+from ...scoring import padded_chunks
 
 FLOATS_PER_CALL = 64 * 1024 * 1024
 """Most rows x positions x vocabulary floats one forward_batch call returns (256 MiB)."""
@@ -42,23 +43,10 @@ def score(engine: Any, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
                 [TokenScore(float(lp), t) for lp, t in zip(logprobs, requests[i].continuation_ids)],
                 {"method": "score_batch", **options})
     detailed = [i for i, r in enumerate(requests) if r.top is not None]
-    for chunk in _chunks(detailed, sequences, len(engine.vocabulary)):
+    vocab = len(engine.vocabulary)  # forward_batch returns rows x length x vocab floats
+    for chunk in padded_chunks(detailed, lambda i: len(sequences[i]) * vocab, FLOATS_PER_CALL):
         _forward(generator, [requests[i] for i in chunk], [sequences[i] for i in chunk], chunk, out)
     return out  # type: ignore[return-value]
-
-
-def _chunks(indices: list[int], sequences: list[list[int]], vocab: int) -> list[list[int]]:
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    for i in sorted(indices, key=lambda i: len(sequences[i])):
-        rows = len(current) + 1
-        if current and rows * len(sequences[i]) * vocab > FLOATS_PER_CALL:
-            chunks.append(current)
-            current = []
-        current.append(i)
-    if current:
-        chunks.append(current)
-    return chunks
 
 
 def _forward(generator: Any, requests: list[ScoreRequest], sequences: list[list[int]],
