@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from ..conftest import require_module
+from ..conftest import require_engine, require_module
 from .conftest import MODEL, running_server
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
@@ -236,6 +236,22 @@ def test_no_chat_template_is_a_400_naming_the_option(hf_generator):
             assert out["usage"]["prompt_tokens"] == rendered["count"]
     finally:
         hf.chat_template = saved
+
+
+def test_a_chat_template_a_bare_gguf_cannot_take_is_refused_at_start(tiny_llama):
+    """A bare .gguf renders its own file's template (llama.cpp's tokenizer, no Hugging Face
+    one): --chat-template would change nothing there, so the server refuses to start with it
+    instead of ignoring it."""
+    require_engine("llamacpp")
+    import unillm
+    from unillm.serve.app import create_app
+    from unillm.serve.config import ServeConfig
+    from unillm_llamacpp.convert import cached_gguf
+
+    with unillm.load("llamacpp", str(cached_gguf(tiny_llama, "f32"))) as gen:
+        with pytest.raises(ValueError, match="--chat-template needs a Hugging Face tokenizer"):
+            create_app(gen, ServeConfig(served_model_name=MODEL, chat_template="{{ 1 }}"))
+        create_app(gen, ServeConfig(served_model_name=MODEL))  # without it: starts
 
 
 def test_a_template_that_refuses_the_messages_is_a_400(hf_generator):

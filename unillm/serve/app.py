@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..generator import Generator
 from ..results import Chunk, Completion
+from .chat_template import ChatRenderer
 from .config import ServeConfig
 from .errors import APIError, bad_request, method_not_allowed, not_found
 from . import echo
@@ -154,6 +155,12 @@ def create_app(gen: Generator, config: ServeConfig, *, owns_generator: bool = Fa
     if config.chat_template is not None and gen.capabilities.chat:
         raise ValueError(f"--chat-template cannot apply to engine {gen.engine_name!r}: it "
                          "formats chat messages itself")
+    if config.chat_template is not None and not ChatRenderer(gen.tokenizer, None).can_render:
+        # Never ignored: without a Hugging Face tokenizer (a bare .gguf file on llamacpp)
+        # the engine renders its own file's template, and the option would change nothing.
+        raise ValueError(f"--chat-template needs a Hugging Face tokenizer, which engine "
+                         f"{gen.engine_name!r} does not have here: load the model's Hugging Face "
+                         "directory instead of a bare file, or put the template in the file")
     server = Server(gen, config)
 
     @asynccontextmanager
