@@ -113,7 +113,7 @@ class Server:
             return [a.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
                     "--model", self.model_dir, "--served-model-name", "bench",
                     "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32",
-                    "--max-model-len", "1024", "--seed", "0", "--enforce-eager", "-O0"], env
+                    "--max-model-len", "1024", "--seed", "0", *a.vllm_arg], env
         raise SystemExit(f"unknown server kind {self.kind!r}: unillm:ENGINE, llama-server or vllm")
 
     def start(self) -> None:
@@ -240,6 +240,10 @@ def main() -> None:
     ap.add_argument("-e", "--engine-option", action="append", default=[],
                     help="ENGINE:key=value for unillm servers of that engine, or "
                          "NAME:key=value for the server of that name")
+    ap.add_argument("--vllm-arg", action="append", default=[],
+                    help="an extra argument for vLLM's server (repeat; e.g. --vllm-arg=--enforce-eager); "
+                         "give unillm's vllm engine the same setting (-e vllm:enforce_eager=true) "
+                         "so that both run the same vLLM configuration")
     ap.add_argument("--serve-arg", action="append", default=[],
                     help="an extra `unillm serve` argument (repeat; e.g. --serve-arg=--max-batch-size=64)")
     ap.add_argument("--phases", default=",".join(PHASES),

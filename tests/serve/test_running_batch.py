@@ -143,6 +143,65 @@ def test_more_prompts_than_the_batch_runs_at_once_wait_for_a_slot(llamacpp):
     assert [c.token_ids for c in got] == [c.token_ids for c in expected]
 
 
+class _RecordingLib:
+    """llama.cpp's library as the running batch sees it, recording each `llama_decode` batch
+    as its tokens' (sequence id, logits wanted) pairs."""
+
+    def __init__(self, lib):
+        self.lib, self.steps = lib, []
+
+    def __getattr__(self, name):
+        return getattr(self.lib, name)
+
+    def llama_decode(self, ctx, batch):
+        self.steps.append([(batch.seq_id[i][0], bool(batch.logits[i]))
+                           for i in range(batch.n_tokens)])
+        return self.lib.llama_decode(ctx, batch)
+
+
+def test_a_prompt_arriving_while_others_decode_is_read_in_a_step_of_its_own(tiny_llama):
+    """llama.cpp: a request that joins while another decodes gets its first token from a
+    step that reads prompts only (not after a step that also decodes every running
+    sequence); the running one decodes at the next step, and both keep the static tokens."""
+    require_engine("llamacpp")
+    import threading
+
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=2)
+    try:
+        long, params = SP(max_tokens=300, temperature=0.0, ignore_eos=True), SP(
+            max_tokens=20, temperature=0.0, ignore_eos=True)
+        expected = gen.generate(PROMPTS[:2], [long, params])
+        running = gen.running_batch()
+        running.lib = recording = _RecordingLib(running.lib)
+        second: list = []
+        joined = threading.Event()
+
+        def run_second():
+            joined.wait(60)
+            second.extend(_stream_many(gen, PROMPTS[1:2], params)[1])
+
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        first = []
+        for _, item in gen.stream_many(PROMPTS[:1], long):
+            first.append(item)
+            if len(first) == 5:
+                joined.set()
+        thread.join(60)
+        running.lib = recording.lib
+    finally:
+        gen.close()
+    assert first[-1].token_ids == expected[0].token_ids
+    assert second[0].token_ids == expected[1].token_ids
+    ids = [{seq for seq, _ in step} for step in recording.steps]
+    (a,) = ids[0]
+    joins = next(i for i, step in enumerate(ids) if step - {a})
+    assert ids[joins - 1] == {a}, "the second prompt did not join while the first decoded"
+    assert a not in ids[joins], "the joining prompt shared its step with a decoding sequence"
+    assert a in ids[joins + 1]
+
+
 def test_per_request_sampling_parameters_are_honoured(hf):
     """The sampling manager varies temperature, top-k and top-p per request: top_k=1 leaves
     only the argmax (the greedy text), next to requests that really sample."""

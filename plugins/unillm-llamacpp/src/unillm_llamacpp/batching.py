@@ -3,7 +3,9 @@
 This is what llama-server's slots do: one llama.cpp context with `parallel` sequences
 (`n_seq_max`), each with its own KV cells; every step builds one `llama_batch` holding each
 decoding sequence's last token and chunks of the prompts still being read (every token tagged
-with its sequence id and position), decodes it, and samples each sequence's next token from
+with its sequence id and position; while prompts wait, steps alternate between reading
+prompts alone and decoding, so a new request's first token does not wait for a step that
+decodes all the others), decodes it, and samples each sequence's next token from
 the logits at its own row with that request's own sampler chain (`sequence.Sequence`, the same
 code the one-at-a-time path runs). Requests join at the next step when a sequence is free, and
 leave (their cells cleared) when they end or are cancelled.
@@ -70,6 +72,7 @@ class LlamaRunningBatch(RunningBatch):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
+        self._read_last = False  # the last step read prompts only (see `_step`)
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name="unillm-llamacpp-batch")
         self._thread.start()
@@ -158,7 +161,8 @@ class LlamaRunningBatch(RunningBatch):
             self._free.append(active.seq_id)
 
     def _step(self) -> list[tuple[EngineRequest, Any, Any]]:
-        """One `llama_decode` over every running sequence, then one token each."""
+        """One `llama_decode` (prompt chunks only, or every decoding sequence's next token
+        and prompt chunks in the room left), then a token for each sequence it completed."""
         batch, budget = self.batch, self.batch_tokens
         n = 0
 
@@ -172,14 +176,19 @@ class LlamaRunningBatch(RunningBatch):
         # micro-batches of consecutive sequences, so ids out of order cut it into many small
         # ones (measured: 64 decoding sequences took as long as 64 single-token decodes).
         running = sorted(self._active.values(), key=lambda a: a.seq_id)
-        reading = []
+        reading = [a for a in running if a.next_token is None]
+        # Prompts first: a step that reads prompts only, when some are waiting, gives a new
+        # request its first token after its own prefill instead of after a step that also
+        # decodes every running sequence (under load most of a step). The decoding sequences
+        # lose nothing (their next token would wait for those prompt tokens in a shared step
+        # too), and every other step decodes, so a long prompt cannot starve them.
+        prompts_only = bool(reading) and not self._read_last
+        self._read_last = prompts_only and len(reading) < len(running)
         for a in running:  # decoding sequences first: one token each
             a.index, a.reading = None, 0
-            if a.next_token is not None:
+            if a.next_token is not None and not prompts_only:
                 a.index = n
                 put(a.next_token, a.fed, a.seq_id, True)
-            else:
-                reading.append(a)
         for a in reading:  # then prompt chunks while the batch has room
             prompt = a.seq.prompt
             take = a.reading = min(len(prompt) - a.fed, budget - n)
@@ -196,6 +205,8 @@ class LlamaRunningBatch(RunningBatch):
             raise RuntimeError(f"llama_decode returned {code}")
         events = []
         for a in list(self._active.values()):
+            if a.index is None and not a.reading:  # waited: decodes or reads next step
+                continue
             a.fed += 1 if a.next_token is not None else a.reading
             if a.index is None:  # still reading its prompt
                 continue
