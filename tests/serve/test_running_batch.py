@@ -145,17 +145,19 @@ def test_more_prompts_than_the_batch_runs_at_once_wait_for_a_slot(llamacpp):
 
 class _RecordingLib:
     """llama.cpp's library as the running batch sees it, recording each `llama_decode` batch
-    as its tokens' (sequence id, logits wanted) pairs."""
+    as its tokens' sequence ids; the call of step `hold_at` waits for `release` (so that a
+    request added meanwhile joins at the next step, however busy the machine)."""
 
-    def __init__(self, lib):
-        self.lib, self.steps = lib, []
+    def __init__(self, lib, hold_at, release):
+        self.lib, self.steps, self.hold_at, self.release = lib, [], hold_at, release
 
     def __getattr__(self, name):
         return getattr(self.lib, name)
 
     def llama_decode(self, ctx, batch):
-        self.steps.append([(batch.seq_id[i][0], bool(batch.logits[i]))
-                           for i in range(batch.n_tokens)])
+        self.steps.append({batch.seq_id[i][0] for i in range(batch.n_tokens)})
+        if len(self.steps) == self.hold_at:
+            assert self.release.wait(60), "the second request was never added"
         return self.lib.llama_decode(ctx, batch)
 
 
@@ -169,32 +171,40 @@ def test_a_prompt_arriving_while_others_decode_is_read_in_a_step_of_its_own(tiny
     gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
                       parallel=2)
     try:
-        long, params = SP(max_tokens=300, temperature=0.0, ignore_eos=True), SP(
+        long, params = SP(max_tokens=40, temperature=0.0, ignore_eos=True), SP(
             max_tokens=20, temperature=0.0, ignore_eos=True)
         expected = gen.generate(PROMPTS[:2], [long, params])
         running = gen.running_batch()
-        running.lib = recording = _RecordingLib(running.lib)
+        added, adds = threading.Event(), []
+        original_add = running.add
+
+        def add(request, sink):  # the second call adds the second request
+            original_add(request, sink)
+            adds.append(request)
+            if len(adds) == 2:
+                added.set()
+
+        running.add = add
+        # Step 1 reads the first prompt; step 5 (the first one decodes) waits for the second.
+        running.lib = recording = _RecordingLib(running.lib, hold_at=5, release=added)
         second: list = []
-        joined = threading.Event()
 
         def run_second():
-            joined.wait(60)
             second.extend(_stream_many(gen, PROMPTS[1:2], params)[1])
 
         thread = threading.Thread(target=run_second)
-        thread.start()
         first = []
         for _, item in gen.stream_many(PROMPTS[:1], long):
             first.append(item)
-            if len(first) == 5:
-                joined.set()
+            if len(first) == 1:
+                thread.start()
         thread.join(60)
-        running.lib = recording.lib
+        running.lib, running.add = recording.lib, original_add
     finally:
         gen.close()
     assert first[-1].token_ids == expected[0].token_ids
     assert second[0].token_ids == expected[1].token_ids
-    ids = [{seq for seq, _ in step} for step in recording.steps]
+    ids = recording.steps
     (a,) = ids[0]
     joins = next(i for i, step in enumerate(ids) if step - {a})
     assert ids[joins - 1] == {a}, "the second prompt did not join while the first decoded"
