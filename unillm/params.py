@@ -27,6 +27,9 @@ from .errors import InvalidParameterError, from_validation_error
 from .structured import Structured, as_structured
 
 SEED_MAX = 2**32 - 1  # the largest seed every engine accepts (llama.cpp's is 32-bit)
+TOP_K_MAX = 2**31 - 1
+"""The largest `top_k` (engines hold it in 32 bits). Any k at least the vocabulary size keeps
+every token, which is what `top_k=None` means, so nothing is lost."""
 
 GREEDY_EPS = 1e-5
 """Below this, `temperature` and `top_p` mean greedy decoding (vLLM's `_SAMPLING_EPS`).
@@ -166,7 +169,8 @@ class SamplingParams(BaseModel):
         "which is greedy decoding (stored as temperature 0, top_p 1).",
     )
     top_k: int | None = Field(
-        None, ge=1, description="Keep only the k most likely tokens; None means off."
+        None, ge=1, le=TOP_K_MAX, description="Keep only the k most likely tokens (k at least "
+        "the vocabulary size keeps all); None means off."
     )
     min_p: float = Field(
         0.0, ge=0.0, le=1.0, description="Drop tokens whose probability is below min_p times the "

@@ -10,14 +10,14 @@ from hypothesis import strategies as st
 
 import unillm
 from unillm import SamplingParams
-from unillm.params import GREEDY_EPS, REPETITION_PENALTY_MIN, SEED_MAX, parameter_table
+from unillm.params import GREEDY_EPS, REPETITION_PENALTY_MIN, SEED_MAX, TOP_K_MAX, parameter_table
 
 # field -> (inclusive lower, inclusive upper, lower open?, is_int); None = unbounded
 BOUNDS = {
     "max_tokens": (1, None, False, True),
     "temperature": (0.0, 100.0, False, False),
     "top_p": (0.0, 1.0, True, False),
-    "top_k": (1, None, False, True),
+    "top_k": (1, TOP_K_MAX, False, True),
     "min_p": (0.0, 1.0, False, False),
     "repetition_penalty": (0.0, 10.0, True, False),
     "presence_penalty": (-2.0, 2.0, False, False),

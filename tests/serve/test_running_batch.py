@@ -227,6 +227,20 @@ def test_per_request_sampling_parameters_are_honoured(hf):
     assert all(len(c.token_ids) >= 1 for c in got)
 
 
+def test_a_top_k_past_the_vocabulary_keeps_every_token(hf):
+    """top_k at or past the vocabulary size means no top-k, as None does: the running batch
+    takes it (it once indexed past transformers' sorted scores, which stopped the manager's
+    loop for every request) and goes on serving afterwards."""
+    from unillm.params import TOP_K_MAX
+
+    params = SP(max_tokens=8, temperature=0.8, top_k=TOP_K_MAX, ignore_eos=True)
+    for _ in range(2):
+        _, got = _stream_many(hf, PROMPTS[:2], params)
+        assert all(_ran_in_the_running_batch(c, "transformers") for c in got)
+        assert [len(c.token_ids) for c in got] == [8, 8]
+        assert all(c.engine_params["top_k"] <= TOP_K_MAX for c in got)
+
+
 def test_seeded_sampling_and_logprobs_on_llamacpp_equal_the_static_path(llamacpp):
     """llama.cpp's running batch samples each sequence with its own chain (its own seed), so
     everything the static path honours is honoured here too, exactly."""

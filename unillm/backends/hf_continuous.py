@@ -233,7 +233,9 @@ class _Manager:
             return {"temperature": 1.0, "top_k": self.vocab, "top_p": 1.0}
         p = request.params
         return {"temperature": float(p.temperature),
-                "top_k": int(p.top_k) if p.top_k is not None else self.vocab,
+                # k past the vocabulary keeps every token (as off does); transformers' top-k
+                # warper indexes the sorted scores at k - 1, so it must not exceed the vocabulary
+                "top_k": min(int(p.top_k), self.vocab) if p.top_k is not None else self.vocab,
                 "top_p": float(p.top_p)}
 
     def add(self, request: EngineRequest, sink: StepSink, terminators: list[int]) -> None:
