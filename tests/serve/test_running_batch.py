@@ -171,8 +171,8 @@ def test_a_prompt_arriving_while_others_decode_is_read_in_a_step_of_its_own(tiny
     gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
                       parallel=2)
     try:
-        long, params = SP(max_tokens=40, temperature=0.0, ignore_eos=True), SP(
-            max_tokens=20, temperature=0.0, ignore_eos=True)
+        long = SP(max_tokens=40, temperature=0.0, ignore_eos=True)
+        params = long.replace(max_tokens=20)
         expected = gen.generate(PROMPTS[:2], [long, params])
         running = gen.running_batch()
         added, adds = threading.Event(), []

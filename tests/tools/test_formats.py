@@ -44,12 +44,12 @@ def test_a_template_without_a_known_format_is_a_clear_error(hf_generator):
     assert "hermes, llama3_json, mistral" in str(err.value) and "tool_parser=" in str(err.value)
     # a plain chat, and tool_choice none, need no format
     assert hf_generator.chat(conversation("Hi"), SP(max_tokens=4), tools=TOOLS,
-                   tool_choice="none").tool_calls is None
+                             tool_choice="none").tool_calls is None
 
 
 def test_naming_the_format_on_the_call_or_at_load(hf_generator, tiny_llama):
     out = hf_generator.chat(conversation("Hi"), GREEDY, tools=TOOLS, tool_choice=NAMED,
-                  tool_parser="hermes")
+                            tool_parser="hermes")
     assert out.tool_format == "hermes" and out.text.startswith("<tool_call>\n")
     assert_valid_call("add", out.tool_calls[0].arguments)
     with unillm.load("transformers", tiny_llama, tool_parser="mistral") as gen:
