@@ -212,6 +212,30 @@ def test_a_prompt_arriving_while_others_decode_is_read_in_a_step_of_its_own(tiny
     assert a in ids[joins + 1]
 
 
+def test_sequences_that_end_early_leave_no_gap_and_the_moved_ones_keep_their_tokens(
+        tiny_llama):
+    """llama.cpp: when a sequence ends, the one with the highest id moves into its place (its
+    KV cells copied), so every step holds consecutive sequence ids (llama.cpp cuts a batch at
+    every gap); the moved sequences' tokens equal the static path's."""
+    require_engine("llamacpp")
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=6)
+    try:
+        params = [SP(max_tokens=n, temperature=0.0, ignore_eos=True)
+                  for n in (3, 30, 6, 25, 9, 30)]
+        expected = gen.generate(PROMPTS[:6], params)
+        running = gen.running_batch()
+        running.lib = recording = _RecordingLib(running.lib, hold_at=None, release=None)
+        _, got = _stream_many(gen, PROMPTS[:6], params)
+        running.lib = recording.lib
+    finally:
+        gen.close()
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+    steps = recording.steps
+    assert any(len(step) < 6 for step in steps), "no sequence ended before the others"
+    assert all(step == set(range(len(step))) for step in steps), steps
+
+
 def test_per_request_sampling_parameters_are_honoured(hf):
     """The sampling manager varies temperature, top-k and top-p per request: top_k=1 leaves
     only the argmax (the greedy text), next to requests that really sample."""
