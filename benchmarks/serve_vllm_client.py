@@ -24,6 +24,12 @@ benchmarks/standin_vllm.py, for unillm's own per-token cost; `--serve-arg` passe
         --server unillm=unillm:transformers -e transformers:dtype=float32 -e transformers:threads=1 \
         --out results.json
 
+Every run draws prompts of its own (the seed moves with the round, the phase and the throughput
+run; within one, every server gets the same): a server that keeps earlier prompts' KV cache
+(llama-server's slots do, and vLLM's prefix cache) would otherwise skip reading the prompts it
+saw in an earlier run and measure faster than it serves new ones. `--repeat-prompts` sends the
+same prompts every time, to measure exactly that.
+
 vLLM's client runs in its own environment (`--vllm-python`, default .venv-vllm next to this
 venv, through benchmarks/vllm_cli.py). The machine's load average is recorded before and after:
 quote it with the figures.
@@ -140,16 +146,18 @@ class Server:
 
 
 # -- vLLM's client ---------------------------------------------------------------------------
-def bench(server: Server, args: argparse.Namespace, *, requests: int,
+def bench(server: Server, args: argparse.Namespace, *, requests: int, seed: int,
           concurrency: int | None = None, rate: float | None = None) -> dict:
-    """One `vllm bench serve` run; its saved result (JSON) plus what it was asked."""
+    """One `vllm bench serve` run; its saved result (JSON) plus what it was asked. `seed` draws
+    its prompts (`--repeat-prompts`: always `--seed`)."""
+    seed = args.seed if args.repeat_prompts else seed
     with tempfile.TemporaryDirectory() as out:
         cmd = [args.vllm_python, str(ROOT / "benchmarks" / "vllm_cli.py"),
                "--backend", "openai", "--base-url", server.url, "--endpoint", "/v1/completions",
                "--model", "bench", "--tokenizer", server.model_dir,
                "--dataset-name", "random", "--random-input-len", str(args.input_len),
                "--random-output-len", str(args.output_len), "--ignore-eos",
-               "--num-prompts", str(requests), "--seed", str(args.seed),
+               "--num-prompts", str(requests), "--seed", str(seed),
                "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
                "--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", out,
                "--result-filename", "result.json"]
@@ -170,7 +178,7 @@ def bench(server: Server, args: argparse.Namespace, *, requests: int,
     errors = [e for e in result.get("errors") or () if e]
     if errors:  # why requests failed (the first few distinct reasons)
         summary["errors"] = list(dict.fromkeys(str(e)[:300] for e in errors))[:3]
-    summary.update(requests=requests, concurrency=concurrency, request_rate=rate,
+    summary.update(requests=requests, concurrency=concurrency, request_rate=rate, seed=seed,
                    burstiness=args.burstiness if rate is not None else None,
                    wall_s=round(time.monotonic() - started, 1),
                    total_output_tokens=result.get("total_output_tokens"))
@@ -179,19 +187,23 @@ def bench(server: Server, args: argparse.Namespace, *, requests: int,
     return summary
 
 
-def run_phases(servers: list[Server], args: argparse.Namespace, flip: bool = False) -> dict:
+def run_phases(servers: list[Server], args: argparse.Namespace, round_index: int) -> dict:
+    """One round: every phase on every server (the order of the servers alternating by round);
+    each phase of each round draws prompts of its own, the same for every server."""
     out: dict[str, dict] = {s.name: {} for s in servers}
-    for phase in args.phases:
-        for s in (servers[::-1] if flip else servers):
+    for k, phase in enumerate(args.phases):
+        seed = args.seed + 100 * round_index + k
+        for s in (servers[::-1] if round_index % 2 == 1 else servers):
             if phase == "unloaded":
-                r = bench(s, args, requests=args.unloaded_requests, concurrency=1)
+                r = bench(s, args, requests=args.unloaded_requests, concurrency=1, seed=seed)
             elif phase == "capacity":
-                r = bench(s, args, requests=args.capacity_requests, concurrency=args.concurrency)
+                r = bench(s, args, requests=args.capacity_requests, concurrency=args.concurrency,
+                          seed=seed)
             else:
                 capacity = out[s.name]["capacity"]["request_throughput"]
                 rate = args.load * capacity
                 r = bench(s, args, requests=max(16, round(rate * args.poisson_seconds)),
-                          rate=rate)
+                          rate=rate, seed=seed)
                 unloaded = out[s.name].get("unloaded", {}).get("median_ttft_ms")
                 if unloaded:
                     r["ttft_p50_over_unloaded"] = r["median_ttft_ms"] / unloaded
@@ -205,7 +217,8 @@ def run_throughput(servers: list[Server], args: argparse.Namespace) -> dict:
     for k in range(args.throughput_runs):
         order = servers if k % 2 == 0 else servers[::-1]  # alternate who goes first
         for s in order:
-            r = bench(s, args, requests=args.throughput_requests, concurrency=args.concurrency)
+            r = bench(s, args, requests=args.throughput_requests, concurrency=args.concurrency,
+                      seed=args.seed + 10_000 + k)
             runs[s.name].append(r)
             print(f"[{s.name}] throughput run {k + 1}: {r['output_throughput']:.0f} tok/s, "
                   f"{r['failed']} failed", file=sys.stderr)
@@ -263,7 +276,11 @@ def main() -> None:
     ap.add_argument("--llama-parallel", type=int, default=64, help="llama-server --parallel")
     ap.add_argument("--llama-threads", type=int, default=2)
     ap.add_argument("--llama-ctx-per-slot", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the first run's prompts; later runs add to it (see --repeat-prompts)")
+    ap.add_argument("--repeat-prompts", action="store_true",
+                    help="every run sends --seed's prompts, so servers with a prompt cache "
+                         "(llama-server's slots, vLLM's prefix cache) answer later runs from it")
     ap.add_argument("--run-timeout", type=float, default=1800)
     ap.add_argument("--vllm-python", default=str(Path(sys.executable).parents[1].parent
                                                   / ".venv-vllm" / "bin" / "python"))
@@ -284,7 +301,7 @@ def main() -> None:
         report["servers"] = {s.name: {"kind": s.kind, **s.started_as} for s in servers}
         for s in servers:
             s.wait()
-        report["rounds"] = [run_phases(servers, args, flip=k % 2 == 1)
+        report["rounds"] = [run_phases(servers, args, k)
                             for k in range(args.rounds)]
         report["summary"] = summarize(report["rounds"])
         if args.throughput_runs:
