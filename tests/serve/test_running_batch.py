@@ -228,12 +228,73 @@ def test_sequences_that_end_early_leave_no_gap_and_the_moved_ones_keep_their_tok
         running.lib = recording = _RecordingLib(running.lib, hold_at=None, release=None)
         _, got = _stream_many(gen, PROMPTS[:6], params)
         running.lib = recording.lib
+        # again: now from the cells that ended and moved sequences left (the prompt cache)
+        _, again = _stream_many(gen, PROMPTS[:6], params)
     finally:
         gen.close()
     assert [c.token_ids for c in got] == [c.token_ids for c in expected]
     steps = recording.steps
     assert any(len(step) < 6 for step in steps), "no sequence ended before the others"
     assert all(step == set(range(len(step))) for step in steps), steps
+    assert [c.token_ids for c in again] == [c.token_ids for c in expected]
+    assert sum(c.engine_params["prompt_cache_tokens"] for c in again) > 0
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_prompt_read_before_is_taken_from_the_cells_it_left(tiny_llama, cache):
+    """llama.cpp's prompt cache: the same prompt again reads only its last token (for its
+    logits); one that begins with an earlier request's prompt and answer reads only the rest;
+    a new prompt reads all of it but the start token they share; the tokens are the static path's either way. With
+    `prompt_cache=False` every prompt is read whole."""
+    require_engine("llamacpp")
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=2, prompt_cache=cache)
+    try:
+        params = SP(max_tokens=8, temperature=0.0, ignore_eos=True)
+        first = _stream_many(gen, PROMPTS[3:4], params)[1][0]
+        longer = PROMPTS[3] + first.text + " and more"
+        prompts = [PROMPTS[3], longer, PROMPTS[6]]
+        expected = gen.generate(prompts, params)
+        got = [_stream_many(gen, [p], params)[1][0] for p in prompts]
+    finally:
+        gen.close()
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+    reused = [c.engine_params["prompt_cache_tokens"] for c in got]
+    assert first.engine_params["prompt_cache_tokens"] == 0
+    if not cache:
+        assert reused == [0, 0, 0]
+        return
+    n_prompt = len(first.prompt_token_ids)
+    assert reused[0] == n_prompt - 1
+    left = first.prompt_token_ids + first.token_ids[:-1]  # the last token was never read
+
+    def shared(prompt):
+        return next((i for i, (a, b) in enumerate(zip(left, prompt)) if a != b), len(left))
+
+    assert shared(got[1].prompt_token_ids) > n_prompt, "the longer prompt does not extend it"
+    assert reused[1] == shared(got[1].prompt_token_ids)
+    assert reused[2] == shared(got[2].prompt_token_ids) < 2  # at most a start token
+
+
+@pytest.mark.parametrize("mib", [64, 0])
+def test_a_prompt_no_sequence_holds_any_more_is_restored_from_host_memory(tiny_llama, mib):
+    """llama.cpp's prompt cache in host memory: with 2 sequences, 4 other prompts later the
+    first one's cells are gone from both, and it is restored from its saved state (reading
+    only its last token) with the static path's tokens; `prompt_cache_mib=0` keeps nothing."""
+    require_engine("llamacpp")
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=2, prompt_cache_mib=mib)
+    try:
+        params = SP(max_tokens=6, temperature=0.0, ignore_eos=True)
+        expected = gen.generate(PROMPTS[:1], params)[0]
+        for prompt in PROMPTS[:5]:
+            _stream_many(gen, [prompt], params)
+        _, (again,) = _stream_many(gen, PROMPTS[:1], params)
+    finally:
+        gen.close()
+    assert again.token_ids == expected.token_ids
+    assert again.engine_params["prompt_cache_tokens"] == (
+        len(again.prompt_token_ids) - 1 if mib else 1)  # without: the shared start token
 
 
 def test_per_request_sampling_parameters_are_honoured(hf):

@@ -8,7 +8,16 @@ prompts alone and decoding, so a new request's first token does not wait for a s
 decodes all the others), decodes it, and samples each sequence's next token from
 the logits at its own row with that request's own sampler chain (`sequence.Sequence`, the same
 code the one-at-a-time path runs). Requests join at the next step when a sequence is free, and
-leave (their cells cleared) when they end or are cancelled.
+leave when they end or are cancelled; the running sequence with the highest id then moves into
+the freed one, so running ids stay consecutive (see `_release`).
+
+Prompt cache (`prompt_cache`, on by default, as llama-server's `cache_prompt`): a sequence that
+ends keeps its KV cells until its id is taken again, then they are saved in host memory
+(`prompt_cache.SavedStates`, up to `prompt_cache_mib`, as llama-server's `--cache-ram`). A new
+request starts from the free sequence's cells or the saved state that begins with the longest
+run of its own prompt's tokens (copied or restored to the id it is given) and reads only the
+rest: a shared system prompt, a conversation's earlier turns or the same prompt sent again are
+read once.
 
 Exactness: every sequence has its own KV stream (`kv_unified=False`), laid out as in a
 context of its own, the same KV type and the same sampler chain as the one-at-a-time path, so
@@ -21,19 +30,21 @@ thread; `llama_decode` releases the GIL while it computes.
 from __future__ import annotations
 
 import collections
+import ctypes
 import threading
 from typing import Any
 
 from unillm import EngineRequest, EngineResult, RunningBatch, TokenEvent
 
+from .prompt_cache import SavedStates, common_prefix
 from .sequence import Sequence
 
 
 class _Active:
     """A request holding one of the context's sequences."""
 
-    __slots__ = ("fed", "index", "next_token", "reading", "reported", "request", "seq", "seq_id",
-                 "sink")
+    __slots__ = ("fed", "index", "next_token", "reading", "reported", "request", "reused", "seq",
+                 "seq_id", "sink")
 
     def __init__(self, request: EngineRequest, sink: Any, seq: Sequence, seq_id: int):
         self.request, self.sink, self.seq, self.seq_id = request, sink, seq, seq_id
@@ -42,15 +53,22 @@ class _Active:
         self.index: int | None = None  # its logits row in the current batch
         self.reading = 0  # prompt tokens in the current batch
         self.reported = False
+        self.reused = 0  # prompt tokens whose KV cells came from the prompt cache
+
+    def in_cells(self) -> list[int]:
+        """The tokens whose KV cells this sequence holds (the prompt, then generated ones)."""
+        prompt = self.seq.prompt
+        return prompt[:self.fed] + self.seq.generated[:max(self.fed - len(prompt), 0)]
 
 
 class LlamaRunningBatch(RunningBatch):
     """`parallel` sequences of `slot_ctx` KV cells each, decoded together (see module doc)."""
 
-    def __init__(self, engine: Any, *, parallel: int, slot_ctx: int):
+    def __init__(self, engine: Any, *, parallel: int, slot_ctx: int, prompt_cache: bool = True,
+                 saved_bytes: int = 0):
         self.engine = engine
         self.lib = lib = engine._lib
-        self.parallel, self.slot_ctx = parallel, slot_ctx
+        self.parallel, self.slot_ctx, self.prompt_cache = parallel, slot_ctx, prompt_cache
         params = type(engine.llm.context_params).from_buffer_copy(engine.llm.context_params)
         params.n_ctx = parallel * slot_ctx
         params.n_seq_max = parallel
@@ -64,8 +82,14 @@ class LlamaRunningBatch(RunningBatch):
         self.memory = lib.llama_get_memory(self.ctx)
         self.batch = lib.llama_batch_init(self.batch_tokens, 0, 1)
         self.received = {"parallel": parallel, "slot_ctx": slot_ctx, "kv_unified": False,
-                         "n_batch": self.batch_tokens}
-        self._free = list(range(parallel - 1, -1, -1))
+                         "n_batch": self.batch_tokens, "prompt_cache": prompt_cache}
+        self._free = list(range(parallel - 1, -1, -1))  # lowest id last: the next one taken
+        self._kept: list[list[int]] = [[] for _ in range(parallel)]  # a free id's cells' tokens
+        self._saved = SavedStates(saved_bytes if prompt_cache else 0)
+        # Ids in stream copies queued since the last `llama_decode` (which runs them first):
+        # their buffers are not yet what their cells say, so they are neither saved nor
+        # restored into (both read or write the buffers at once).
+        self._copying: set[int] = set()
         self._waiting: collections.deque[tuple[EngineRequest, Any]] = collections.deque()
         self._cancelled: set[EngineRequest] = set()
         self._active: dict[EngineRequest, _Active] = {}
@@ -122,6 +146,9 @@ class LlamaRunningBatch(RunningBatch):
                 events = [(a.request, a.sink, exc) for a in list(self._active.values())]
                 for a in list(self._active.values()):
                     self._release(a)
+                self._kept = [[] for _ in range(self.parallel)]  # cells a failed step left
+                self._copying.clear()
+                self.lib.llama_memory_clear(self.memory, False)
             self._deliver(events)
         for a in list(self._active.values()):
             self._release(a)
@@ -150,8 +177,54 @@ class LlamaRunningBatch(RunningBatch):
                 self._free.append(seq_id)
                 failed.append((request, sink, exc))
                 continue
-            self._active[request] = _Active(request, sink, seq, seq_id)
+            active = self._active[request] = _Active(request, sink, seq, seq_id)
+            if self.prompt_cache:
+                self._reuse(active)
         return failed
+
+    def _reuse(self, active: _Active) -> None:
+        """Start `active` from the cells that begin with the longest run of its prompt: its
+        own id's, another free sequence's (copied there) or a saved state's (restored there);
+        at least the prompt's last token is read again, for its logits. Its own id's cells, if
+        they are not the ones kept whole, are saved first."""
+        prompt, seq_id, lib, memory = active.seq.prompt, active.seq_id, self.lib, self.memory
+        best, found = seq_id, common_prefix(self._kept[seq_id], prompt)
+        for other in self._free:
+            if len(self._kept[other]) > found:
+                length = common_prefix(self._kept[other], prompt)
+                if length > found:
+                    best, found = other, length
+        settled = seq_id not in self._copying
+        saved_length, state = self._saved.longest(prompt) if settled else (0, None)
+        restore = state is not None and saved_length > found
+        own = self._kept[seq_id]
+        if settled and own and (restore or best != seq_id or found < len(own)):
+            self._save(seq_id, own)
+        found = saved_length if restore else found
+        reuse = max(min(found, len(prompt) - 1), 0)
+        if restore and reuse > 0:
+            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+            if not lib.llama_state_seq_set_data(self.ctx, buffer, len(state), seq_id):
+                reuse = 0  # not restored: read the whole prompt
+        elif best != seq_id and reuse > 0:
+            lib.llama_memory_seq_cp(memory, best, seq_id, -1, -1)
+            self._copying.update((best, seq_id))
+        lib.llama_memory_seq_rm(memory, seq_id, reuse if reuse > 0 else -1, -1)
+        self._kept[seq_id] = []
+        active.fed = active.reused = reuse
+
+    def _save(self, seq_id: int, tokens: list[int]) -> None:
+        """Keep `seq_id`'s cells (holding `tokens`) in host memory."""
+        key = tuple(tokens)
+        if not self._saved.budget or self._saved.touch(key):
+            return
+        lib = self.lib
+        size = lib.llama_state_seq_get_size(self.ctx, seq_id)
+        if not size or size > self._saved.budget:
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        if lib.llama_state_seq_get_data(self.ctx, buffer, size, seq_id) == size:
+            self._saved.put(key, bytes(buffer))
 
     def _release(self, active: _Active) -> None:
         """Free `active`'s sequence and keep the running ids contiguous: the sequence with
@@ -160,14 +233,23 @@ class LlamaRunningBatch(RunningBatch):
         only, so a gap splits a step in two (measured on test:llama-small: 32 decoding
         sequences with even ids took 4x as long as 32 with consecutive ids)."""
         self._active.pop(active.request, None)
-        lib, memory, gap = self.lib, self.memory, active.seq_id
-        lib.llama_memory_seq_rm(memory, gap, -1, -1)
+        lib, memory, gap, cache = self.lib, self.memory, active.seq_id, self.prompt_cache
+        kept = active.in_cells() if cache else []
+        if not cache:
+            lib.llama_memory_seq_rm(memory, gap, -1, -1)
         active.seq.close()
         last = max(self._active.values(), key=lambda a: a.seq_id, default=None)
         if last is not None and last.seq_id > gap:
+            if cache and kept and gap not in self._copying:
+                self._save(gap, kept)  # before the moved sequence's cells replace them
             lib.llama_memory_seq_cp(memory, last.seq_id, gap, -1, -1)
-            lib.llama_memory_seq_rm(memory, last.seq_id, -1, -1)
+            self._copying.update((last.seq_id, gap))
+            if cache:  # what stays in the moved sequence's old cells
+                kept = last.in_cells()
+            else:
+                lib.llama_memory_seq_rm(memory, last.seq_id, -1, -1)
             gap, last.seq_id = last.seq_id, gap
+        self._kept[gap] = kept
         with self._lock:
             self._free.append(gap)  # the lowest free id: the next admission takes it
 
@@ -216,6 +298,7 @@ class LlamaRunningBatch(RunningBatch):
                 put(a.next_token, a.fed, a.seq_id, True)
         batch.n_tokens = n
         code = self.lib.llama_decode(self.ctx, batch)
+        self._copying.clear()  # the queued stream copies ran first
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
         events = []
@@ -230,7 +313,8 @@ class LlamaRunningBatch(RunningBatch):
             result = None
             if not a.reported:
                 a.reported = True
-                result = EngineResult(received={**a.seq.received, **self.received})
+                result = EngineResult(received={**a.seq.received, **self.received,
+                                                "prompt_cache_tokens": a.reused})
             events.append((a.request, a.sink, TokenEvent(
                 0, (step.token,), finish_reason=step.finish, stop_reason=step.stop_reason,
                 logprobs=[step.logprob] if step.logprob is not None else None,

@@ -85,6 +85,16 @@ class LlamaCppOptions(EngineOptions):
         "llama-server's --ctx-size / --parallel); None = n_ctx. Memory: parallel x parallel_ctx "
         "cells; a longer request runs one at a time",
     )
+    prompt_cache: bool = Field(
+        True, description="in that batch, a request whose prompt begins with tokens a free "
+        "sequence's KV cells still hold reuses those cells instead of reading the tokens again "
+        "(llama-server's cache_prompt); the count is recorded as `prompt_cache_tokens`",
+    )
+    prompt_cache_mib: int = Field(
+        1024, ge=0, description="host memory for the KV cells of prompts no sequence holds any "
+        "more, restored when a prompt begins with them (llama-server's --cache-ram); 0 = "
+        "only what free sequences still hold",
+    )
 
 
 def _generation_config_eos(model_dir: Path) -> set[int]:
@@ -314,7 +324,9 @@ class LlamaCppEngine(Engine):
             self._running = LlamaRunningBatch(
                 self, parallel=self.options.parallel,
                 slot_ctx=min(self.options.parallel_ctx or self.context_length,
-                             self.context_length))
+                             self.context_length),
+                prompt_cache=self.options.prompt_cache,
+                saved_bytes=self.options.prompt_cache_mib * 2**20)
         return self._running
 
     def close(self) -> None:
