@@ -149,7 +149,10 @@ class _RecordingLib:
     request added meanwhile joins at the next step, however busy the machine)."""
 
     def __init__(self, lib, hold_at, release):
+        import threading
+
         self.lib, self.steps, self.hold_at, self.release = lib, [], hold_at, release
+        self.reached = threading.Event()  # set while step `hold_at` waits
 
     def __getattr__(self, name):
         return getattr(self.lib, name)
@@ -157,7 +160,8 @@ class _RecordingLib:
     def llama_decode(self, ctx, batch):
         self.steps.append({batch.seq_id[i][0] for i in range(batch.n_tokens)})
         if len(self.steps) == self.hold_at:
-            assert self.release.wait(60), "the second request was never added"
+            self.reached.set()
+            assert self.release.wait(60), "the step was never released"
         return self.lib.llama_decode(ctx, batch)
 
 
@@ -238,6 +242,97 @@ def test_sequences_that_end_early_leave_no_gap_and_the_moved_ones_keep_their_tok
     assert all(step == set(range(len(step))) for step in steps), steps
     assert [c.token_ids for c in again] == [c.token_ids for c in expected]
     assert sum(c.engine_params["prompt_cache_tokens"] for c in again) > 0
+
+
+def test_a_cancellation_and_an_admission_at_once_keep_the_ids_consecutive(tiny_llama):
+    """llama.cpp: a request cancelled while another waits for a sequence frees its id
+    before the waiting one takes the lowest free id, so no step holds a gap."""
+    require_engine("llamacpp")
+    import threading
+
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=4)
+    try:
+        long = SP(max_tokens=30, temperature=0.0, ignore_eos=True)
+        short = long.replace(max_tokens=10)
+        expected = gen.generate(PROMPTS[:4], [long, long, long, short])
+        running = gen.running_batch()
+        added, adds = threading.Event(), []
+        original_add = running.add
+
+        def add(request, sink):
+            original_add(request, sink)
+            adds.append(request)
+            if len(adds) == 4:
+                added.set()
+
+        running.add = add
+        release = threading.Event()
+        running.lib = recording = _RecordingLib(running.lib, hold_at=6, release=release)
+        late: list = []
+        thread = threading.Thread(
+            target=lambda: late.extend(_stream_many(gen, PROMPTS[3:4], short)[1]))
+        done = {}
+        with gen.stream_many(PROMPTS[:3], long) as multi:
+            for index, item in multi:
+                if isinstance(item, unillm.Completion):
+                    done[index] = item
+                elif index == 0 and not thread.is_alive() and not release.is_set():
+                    # step 6 waits: cancel the first and add a fourth before it goes on
+                    assert recording.reached.wait(60)
+                    multi.cancel(0)
+                    thread.start()
+                    assert added.wait(60)
+                    release.set()
+        thread.join(60)
+        running.lib, running.add = recording.lib, original_add
+    finally:
+        gen.close()
+    assert done[0].finish_reason == "abort"
+    assert [done[1].token_ids, done[2].token_ids, late[0].token_ids] == [
+        c.token_ids for c in expected[1:]]
+    # one run of consecutive ids each (a step reading the late prompt alone holds its id only)
+    assert all(max(step) - min(step) + 1 == len(step) for step in recording.steps), \
+        recording.steps
+    assert {3} not in recording.steps, "the late prompt took id 3, not the one freed"
+
+
+class _FailingLib:
+    """llama.cpp's library whose `llama_decode` fails (returns -1) at call `fail_at`."""
+
+    def __init__(self, lib, fail_at):
+        self.lib, self.fail_at, self.calls = lib, fail_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.lib, name)
+
+    def llama_decode(self, ctx, batch):
+        self.calls += 1
+        return -1 if self.calls == self.fail_at else self.lib.llama_decode(ctx, batch)
+
+
+def test_a_failed_step_ends_the_running_requests_and_the_next_ones_read_their_prompts(
+        tiny_llama):
+    """llama.cpp: when `llama_decode` fails, every running request gets the error, and the
+    cells it may have left half written are forgotten: the next requests read their prompts
+    whole (none from the prompt cache) and get the static path's tokens."""
+    require_engine("llamacpp")
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=3)
+    try:
+        params = [SP(max_tokens=n, temperature=0.0, ignore_eos=True) for n in (4, 12, 12)]
+        expected = gen.generate(PROMPTS[:3], params)
+        _stream_many(gen, PROMPTS[:3], params)  # the cache now holds them
+        running = gen.running_batch()
+        running.lib = failing = _FailingLib(running.lib, fail_at=6)
+        with pytest.raises(Exception, match="llama_decode returned -1"):
+            _stream_many(gen, PROMPTS[:3], params)
+        running.lib = failing.lib
+        _, got = _stream_many(gen, PROMPTS[:3], params)
+    finally:
+        gen.close()
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+    assert [c.engine_params["prompt_cache_tokens"] for c in got] == [0, 0, 0]
 
 
 @pytest.mark.parametrize("cache", [True, False])

@@ -23,11 +23,13 @@ def test_the_longest_shared_start_wins_and_the_least_recently_used_goes_first():
     saved.put((1, 2, 3), b"abc")
     saved.put((1, 2), b"ab")
     saved.put((5, 6), b"xy")
-    assert saved.longest([1, 2, 3, 4]) == (3, b"abc")  # now the most recently used
-    assert saved.longest([1, 2, 9]) == (2, b"ab")
+    assert saved.longest([1, 2, 3, 4]) == (3, (1, 2, 3))
+    assert saved[(1, 2, 3)] == b"abc"
+    assert saved.longest([1, 2, 9])[0] == 2
     assert saved.longest([7]) == (0, None)
-    saved.put((8,), b"1234")  # 11 bytes: (5, 6), the least recently used, goes
-    assert (5, 6) not in saved and len(saved) == 3 and saved.used == 9
+    assert saved.touch((1, 2, 3)) and not saved.touch((7,))  # (1, 2, 3): the most recent
+    saved.put((8,), b"1234")  # 11 bytes: (1, 2), the least recently used, goes
+    assert (1, 2) not in saved and len(saved) == 3 and saved.used == 9
     saved.put((9,), b"x" * 11)  # larger than the budget: not kept
     assert (9,) not in saved and saved.used == 9
 

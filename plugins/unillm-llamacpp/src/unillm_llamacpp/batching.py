@@ -11,17 +11,22 @@ code the one-at-a-time path runs). Requests join at the next step when a sequenc
 leave when they end or are cancelled; the running sequence with the highest id then moves into
 the freed one, so running ids stay consecutive (see `_release`).
 
-Prompt cache (`prompt_cache`, on by default, as llama-server's `cache_prompt`): a sequence that
-ends keeps its KV cells until its id is taken again, then they are saved in host memory
-(`prompt_cache.SavedStates`, up to `prompt_cache_mib`, as llama-server's `--cache-ram`). A new
-request starts from the free sequence's cells or the saved state that begins with the longest
-run of its own prompt's tokens (copied or restored to the id it is given) and reads only the
-rest: a shared system prompt, a conversation's earlier turns or the same prompt sent again are
-read once.
+Prompt cache (`prompt_cache`, on by default, as llama-server's `cache_prompt`): free sequences
+keep the cells they hold, and cells about to be replaced (by another request, or by a sequence
+moving in) are first saved in host memory (`prompt_cache.SavedStates`, up to
+`prompt_cache_mib`, as llama-server's `--cache-ram`). A new request starts from the free
+sequence's cells or the saved state that begins with the longest run of its own prompt's
+tokens (copied or restored to the id it is given) and reads only the rest: a shared system
+prompt, a conversation's earlier turns or the same prompt sent again are read once. Where
+llama.cpp cannot keep part of a sequence's cells (recurrent models; sliding-window attention
+that has dropped cells the rest would need) the whole prompt is read, as llama-server does.
 
 Exactness: every sequence has its own KV stream (`kv_unified=False`), laid out as in a
 context of its own, the same KV type and the same sampler chain as the one-at-a-time path, so
 a request's tokens do not depend on its batch-mates (tests check greedy tokens are equal).
+Cells from the prompt cache were computed in other steps, with other micro-batch shapes: on
+CPU the tests find the same greedy tokens; other backends may round differently, as with
+llama-server's `cache_prompt` (`prompt_cache=False` reads every prompt whole).
 
 It runs in its own context beside the engine's (the model's weights are shared), in a daemon
 thread; `llama_decode` releases the GIL while it computes.
@@ -86,10 +91,12 @@ class LlamaRunningBatch(RunningBatch):
         self._free = list(range(parallel - 1, -1, -1))  # lowest id last: the next one taken
         self._kept: list[list[int]] = [[] for _ in range(parallel)]  # a free id's cells' tokens
         self._saved = SavedStates(saved_bytes if prompt_cache else 0)
-        # Ids in stream copies queued since the last `llama_decode` (which runs them first):
-        # their buffers are not yet what their cells say, so they are neither saved nor
-        # restored into (both read or write the buffers at once).
+        # Ids in stream copies queued since the last successful `llama_decode` (which runs
+        # them first): a destination's buffer is not yet what its cells say, and a source's
+        # must stay as it is until copied, so neither is saved or restored into (both read or
+        # write the buffers at once, not in the queue's order).
         self._copying: set[int] = set()
+        self._n_swa = int(lib.llama_model_n_swa(engine.llm._model.model))
         self._waiting: collections.deque[tuple[EngineRequest, Any]] = collections.deque()
         self._cancelled: set[EngineRequest] = set()
         self._active: dict[EngineRequest, _Active] = {}
@@ -143,40 +150,50 @@ class LlamaRunningBatch(RunningBatch):
             try:
                 events = self._step()
             except Exception as exc:  # noqa: BLE001 - every running request gets it
-                events = [(a.request, a.sink, exc) for a in list(self._active.values())]
-                for a in list(self._active.values()):
-                    self._release(a)
-                self._kept = [[] for _ in range(self.parallel)]  # cells a failed step left
-                self._copying.clear()
-                self.lib.llama_memory_clear(self.memory, False)
+                events = self._drop_all(exc)
             self._deliver(events)
-        for a in list(self._active.values()):
-            self._release(a)
         error = RuntimeError("the engine was closed")
-        self._deliver([(r, s, error) for r, s in self._waiting])
+        self._deliver(self._drop_all(error) + [(r, s, error) for r, s in self._waiting])
+
+    def _drop_all(self, error: Exception) -> list[tuple[EngineRequest, Any, Any]]:
+        """End every running request with `error` and forget every cell (a failed step may
+        have left them half written): no moves, no saves."""
+        events = [(a.request, a.sink, error) for a in self._active.values()]
+        for a in self._active.values():
+            a.seq.close()
+        self._active.clear()
+        with self._lock:
+            self._free = list(range(self.parallel - 1, -1, -1))
+        self._kept = [[] for _ in range(self.parallel)]
+        self._copying = set(range(self.parallel))  # queued copies may still run
+        self.lib.llama_memory_clear(self.memory, False)
+        return events
 
     def _admit(self) -> list[tuple[EngineRequest, Any, Any]]:
-        """Apply cancellations, then give free sequences to waiting requests."""
+        """Apply cancellations, then give free sequences to waiting requests (the lowest free
+        id each, taken once its `Sequence` exists, so the running ids stay consecutive)."""
         failed = []
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
             if cancelled:
                 self._waiting = collections.deque(
                     (r, s) for r, s in self._waiting if r not in cancelled)
-            admitted = []
-            while self._free and self._waiting:
-                admitted.append((*self._waiting.popleft(), self._free.pop()))
         for request in cancelled:
             active = self._active.get(request)
             if active is not None:
                 self._release(active)
-        for request, sink, seq_id in admitted:
+        while True:
+            with self._lock:
+                if not (self._free and self._waiting):
+                    break
+                request, sink = self._waiting.popleft()
             try:
                 seq = Sequence(self.engine, request)
             except Exception as exc:  # noqa: BLE001 - reported to that request only
-                self._free.append(seq_id)
                 failed.append((request, sink, exc))
                 continue
+            with self._lock:
+                seq_id = self._free.pop()
             active = self._active[request] = _Active(request, sink, seq, seq_id)
             if self.prompt_cache:
                 self._reuse(active)
@@ -194,24 +211,41 @@ class LlamaRunningBatch(RunningBatch):
                 length = common_prefix(self._kept[other], prompt)
                 if length > found:
                     best, found = other, length
+        most = max(len(prompt) - 1, 0)  # the last prompt token is always read
+        found = min(found, most)
         settled = seq_id not in self._copying
-        saved_length, state = self._saved.longest(prompt) if settled else (0, None)
-        restore = state is not None and saved_length > found
+        saved_length, key = self._saved.longest(prompt) if settled else (0, None)
+        restore = key is not None and min(saved_length, most) > found
         own = self._kept[seq_id]
         if settled and own and (restore or best != seq_id or found < len(own)):
             self._save(seq_id, own)
-        found = saved_length if restore else found
-        reuse = max(min(found, len(prompt) - 1), 0)
-        if restore and reuse > 0:
+        reuse = min(saved_length, most) if restore else found
+        if restore:
+            self._saved.touch(key)
+            state = self._saved[key]
             buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
             if not lib.llama_state_seq_set_data(self.ctx, buffer, len(state), seq_id):
                 reuse = 0  # not restored: read the whole prompt
         elif best != seq_id and reuse > 0:
             lib.llama_memory_seq_cp(memory, best, seq_id, -1, -1)
             self._copying.update((best, seq_id))
-        lib.llama_memory_seq_rm(memory, seq_id, reuse if reuse > 0 else -1, -1)
+        if reuse > 0 and not self._keeps(seq_id, reuse):
+            reuse = 0
+        if reuse == 0:
+            lib.llama_memory_seq_rm(memory, seq_id, -1, -1)
         self._kept[seq_id] = []
         active.fed = active.reused = reuse
+
+    def _keeps(self, seq_id: int, reuse: int) -> bool:
+        """Drop `seq_id`'s cells from position `reuse` on; False when what is left cannot go
+        on from there: a recurrent state cannot be cut, and sliding-window attention may have
+        dropped cells that position still attends to (llama-server's same two checks)."""
+        lib, memory = self.lib, self.memory
+        if not lib.llama_memory_seq_rm(memory, seq_id, reuse, -1):
+            return False
+        first = lib.llama_memory_seq_pos_min(memory, seq_id)
+        last = lib.llama_memory_seq_pos_max(memory, seq_id)
+        return 0 <= first <= max(0, reuse - max(self._n_swa, 1)) and last == reuse - 1
 
     def _save(self, seq_id: int, tokens: list[int]) -> None:
         """Keep `seq_id`'s cells (holding `tokens`) in host memory."""
@@ -298,9 +332,9 @@ class LlamaRunningBatch(RunningBatch):
                 put(a.next_token, a.fed, a.seq_id, True)
         batch.n_tokens = n
         code = self.lib.llama_decode(self.ctx, batch)
-        self._copying.clear()  # the queued stream copies ran first
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
+        self._copying.clear()  # the queued stream copies ran first
         events = []
         for a in list(self._active.values()):
             if a.index is None and not a.reading:  # waited: decodes or reads next step

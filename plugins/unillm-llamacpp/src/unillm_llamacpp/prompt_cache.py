@@ -61,16 +61,16 @@ class SavedStates:
             _, dropped = self._states.popitem(last=False)
             self.used -= len(dropped)
 
-    def longest(self, prompt: list[int]) -> tuple[int, bytes | None]:
-        """The state sharing the longest run of leading tokens with `prompt`: (that length,
-        its bytes), marked as used; (0, None) when none shares any."""
+    def __getitem__(self, tokens: tuple[int, ...]) -> bytes:
+        return self._states[tokens]
+
+    def longest(self, prompt: list[int]) -> tuple[int, tuple[int, ...] | None]:
+        """The kept tokens sharing the longest run of leading tokens with `prompt`: (that
+        length, those tokens, the key of their state); (0, None) when none shares any."""
         best, found = None, 0
         for tokens in self._states:
             if len(tokens) > found and tokens[0] == (prompt[0] if prompt else None):
                 length = common_prefix(tokens, prompt)
                 if length > found:
                     best, found = tokens, length
-        if best is None:
-            return 0, None
-        self._states.move_to_end(best)
-        return found, self._states[best]
+        return found, best
