@@ -165,6 +165,23 @@ class _RecordingLib:
         return self.lib.llama_decode(ctx, batch)
 
 
+def _signalling_adds(running, count):
+    """Wrap `running.add`: the event returned is set once `count` requests were added (the
+    original `add` comes with it, to put back)."""
+    import threading
+
+    added, adds, original = threading.Event(), [], running.add
+
+    def add(request, sink):
+        original(request, sink)
+        adds.append(request)
+        if len(adds) == count:
+            added.set()
+
+    running.add = add
+    return added, original
+
+
 def test_a_prompt_arriving_while_others_decode_is_read_in_a_step_of_its_own(tiny_llama):
     """llama.cpp: a request that joins while another decodes gets its first token from a
     step that reads prompts only (not after a step that also decodes every running
@@ -179,16 +196,7 @@ def test_a_prompt_arriving_while_others_decode_is_read_in_a_step_of_its_own(tiny
         params = long.replace(max_tokens=20)
         expected = gen.generate(PROMPTS[:2], [long, params])
         running = gen.running_batch()
-        added, adds = threading.Event(), []
-        original_add = running.add
-
-        def add(request, sink):  # the second call adds the second request
-            original_add(request, sink)
-            adds.append(request)
-            if len(adds) == 2:
-                added.set()
-
-        running.add = add
+        added, original_add = _signalling_adds(running, 2)
         # Step 1 reads the first prompt; step 5 (the first one decodes) waits for the second.
         running.lib = recording = _RecordingLib(running.lib, hold_at=5, release=added)
         second: list = []
@@ -257,16 +265,7 @@ def test_a_cancellation_and_an_admission_at_once_keep_the_ids_consecutive(tiny_l
         short = long.replace(max_tokens=10)
         expected = gen.generate(PROMPTS[:4], [long, long, long, short])
         running = gen.running_batch()
-        added, adds = threading.Event(), []
-        original_add = running.add
-
-        def add(request, sink):
-            original_add(request, sink)
-            adds.append(request)
-            if len(adds) == 4:
-                added.set()
-
-        running.add = add
+        added, original_add = _signalling_adds(running, 4)
         release = threading.Event()
         running.lib = recording = _RecordingLib(running.lib, hold_at=6, release=release)
         late: list = []
