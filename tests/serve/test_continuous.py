@@ -260,6 +260,33 @@ def test_llamacpp_clients_share_one_decode_batch_and_get_their_greedy_output(tin
         gen.close()
 
 
+def test_llamacpp_usage_counts_the_prompt_tokens_taken_from_its_prompt_cache(tiny_llama):
+    """The same chat twice: the second reads only the last prompt token, and its `usage`
+    says so as OpenAI does (`prompt_tokens_details.cached_tokens`), streamed or not; the
+    `openai` client reads it."""
+    require_engine("llamacpp")
+    import openai
+
+    gen = unillm.load("llamacpp", tiny_llama, quantization="f32", kv_cache_type="f32",
+                      parallel=2)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Bonjour, ça va ?"}],
+            "max_tokens": 4, "temperature": 0}
+    try:
+        with running_server(gen) as server:
+            first = httpx.post(f"{server.v1}/chat/completions", json=body, timeout=60).json()
+            client = openai.OpenAI(base_url=server.v1, api_key="x")
+            second = client.chat.completions.create(**body).usage
+            stream = client.chat.completions.create(
+                **body, stream=True, stream_options={"include_usage": True})
+            streamed = [c.usage for c in stream if c.usage is not None]
+    finally:
+        gen.close()
+    n = first["usage"]["prompt_tokens"]
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] <= 1  # a start token
+    assert second.prompt_tokens == n and second.prompt_tokens_details.cached_tokens == n - 1
+    assert [u.prompt_tokens_details.cached_tokens for u in streamed] == [n - 1]
+
+
 def test_vllm_engine_serves_through_its_running_batch_with_a_stand_in_for_vllms_engine(
         tiny_llama):
     """`auto` picks the running batch for unillm's vLLM engine too (its steps handed to the

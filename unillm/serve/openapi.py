@@ -40,10 +40,15 @@ class ErrorResponse(_Open):
     error: ErrorDetail
 
 
+class PromptTokensDetails(_Open):
+    cached_tokens: int  # prompt tokens the engine took from its prompt cache
+
+
 class Usage(_Open):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None  # engines that say (llama.cpp)
 
 
 class CompletionChoice(_Open):

@@ -83,10 +83,17 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def usage_of(completions: Sequence[Completion]) -> dict[str, int]:
+def usage_of(completions: Sequence[Completion]) -> dict[str, Any]:
+    """OpenAI's `usage` of `completions`, with `prompt_tokens_details.cached_tokens` where the
+    engine says how many prompt tokens it took from a prompt cache (llama.cpp's
+    `prompt_cache_tokens`), as OpenAI and vLLM report them."""
     prompt = sum(c.samples[0].timing.prompt_tokens or 0 for c in completions if c.samples)
     output = sum(s.timing.output_tokens for c in completions for s in c.samples)
-    return usage(prompt, output)
+    body: dict[str, Any] = usage(prompt, output)
+    cached = [c.engine_params.get("prompt_cache_tokens") for c in completions]
+    if any(isinstance(n, int) for n in cached):
+        body["prompt_tokens_details"] = {"cached_tokens": sum(n or 0 for n in cached)}
+    return body
 
 
 # -- logprobs ----------------------------------------------------------------------------------
