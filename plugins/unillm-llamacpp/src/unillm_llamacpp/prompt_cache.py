@@ -2,9 +2,10 @@
 `llama_state_seq_get_data` bytes) kept by the tokens they hold, least recently used dropped
 first past a byte budget.
 
-The running batch's free sequences keep their cells until their ids are taken again; this
-store keeps what they held after that, so that a prompt seen before (the same prompt again, a
-conversation's next turn) is restored instead of read, as llama-server's `--cache-ram` does.
+The running batch's free sequences keep their cells until another request takes their id or
+a running sequence moves into it; this store keeps what they held from then on, so that a
+prompt seen before (the same prompt again, a conversation's next turn) is restored instead of
+read, as llama-server's `--cache-ram` does.
 It knows nothing of llama.cpp: the batch saves and restores the bytes (batching.py).
 """
 
@@ -66,7 +67,8 @@ class SavedStates:
 
     def longest(self, prompt: list[int]) -> tuple[int, tuple[int, ...] | None]:
         """The kept tokens sharing the longest run of leading tokens with `prompt`: (that
-        length, those tokens, the key of their state); (0, None) when none shares any."""
+        length, those tokens, which key their state); (0, None) when none shares any. Not
+        marked as used: `touch` does that when the state is restored."""
         best, found = None, 0
         for tokens in self._states:
             if len(tokens) > found and tokens[0] == (prompt[0] if prompt else None):
